@@ -1,0 +1,1 @@
+"""annotator: a human-in-the-loop data engine for open-vocabulary instance segmentation."""

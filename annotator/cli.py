@@ -1,0 +1,312 @@
+"""The ``annotator`` command line (typer). Every command opens one transaction and owns it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from annotator.config import get_settings
+from annotator.errors import AnnotatorError
+
+app = typer.Typer(
+    name="annotator",
+    help="Human-in-the-loop data engine for open-vocabulary instance segmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+versions_app = typer.Typer(help="Frozen dataset versions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(versions_app, name="versions")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMAT_HELP = "coco (instance segmentation, RLE) or saco (SA-Co image-phrase pairs)"
+
+
+def handle_errors(func: F) -> F:
+    """Print an ``AnnotatorError`` (or an unreachable database) as one line and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AnnotatorError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+        except OperationalError as exc:
+            url = get_settings().database_url
+            err_console.print(
+                f"[bold red]error:[/] cannot use the database {url}: {exc.orig}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def ready_engine() -> Engine:
+    """The configured engine, after checking that its schema is current."""
+    from annotator.db.migrate import ensure_current
+    from annotator.db.session import get_engine
+
+    engine = get_engine(get_settings().database_url)
+    ensure_current(engine)
+    return engine
+
+
+@app.callback()
+def main(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="ANNOTATOR_DATABASE_URL",
+            help="Database URL (default sqlite:///./annotator.db).",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Human-in-the-loop data engine for open-vocabulary instance segmentation."""
+    if database_url:
+        os.environ["ANNOTATOR_DATABASE_URL"] = database_url
+        get_settings.cache_clear()
+
+
+# ------------------------------------------------------------------------------------------ db
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from annotator.db import migrate
+
+    url = get_settings().database_url
+    migrate.upgrade(url, revision)
+    console.print(f"database at revision {revision} ({_safe_url(url)})")
+
+
+@db_app.command("downgrade")
+@handle_errors
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
+) -> None:
+    """Migrate the schema down (``base`` drops every table)."""
+    from annotator.db import migrate
+
+    migrate.downgrade(get_settings().database_url, revision)
+    console.print(f"database at revision {revision}")
+
+
+@db_app.command("current")
+@handle_errors
+def db_current() -> None:
+    """Show the schema revision of the database and of this code."""
+    from annotator.db import migrate
+    from annotator.db.session import get_engine
+
+    engine = get_engine(get_settings().database_url)
+    current = migrate.current_revision(engine)
+    head = migrate.head_revision()
+    console.print(f"database: {current or 'empty'}   code: {head}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# ------------------------------------------------------------------------------------ datasets
+
+
+@datasets_app.command("create")
+@handle_errors
+def datasets_create(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+) -> None:
+    """Create an empty dataset."""
+    from annotator.db import repositories as repo
+    from annotator.db.session import session_scope
+
+    with session_scope(ready_engine()) as session:
+        repo.create_dataset(session, name, description)
+    console.print(f"created dataset {name!r}")
+
+
+@datasets_app.command("list")
+@handle_errors
+def datasets_list() -> None:
+    """List datasets with their counts."""
+    from annotator.db import repositories as repo
+    from annotator.db.session import session_scope
+
+    with session_scope(ready_engine()) as session:
+        rows = repo.list_datasets(session)
+    table = Table("dataset", "images", "positive pairs", "negative pairs", "masks", "versions")
+    for r in rows:
+        table.add_row(
+            r.name,
+            *(f"{v:,}" for v in (r.images, r.positives, r.negatives, r.annotations)),
+            str(r.versions),
+        )
+    console.print(table if rows else "no datasets yet: `annotator datasets create NAME`")
+
+
+# ------------------------------------------------------------------------------ import/export
+
+
+@app.command("import")
+@handle_errors
+def import_cmd(
+    name: Annotated[str, typer.Argument(help="Dataset (created if it does not exist).")],
+    file: Annotated[Path, typer.Argument(help="The COCO or SA-Co JSON file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "coco",
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder holding the images: each is found, hashed and size-checked."),
+    ] = None,
+) -> None:
+    """Import a COCO or SA-Co file. All or nothing: a bad entry aborts with its name."""
+    from annotator.db.session import session_scope
+    from annotator.services.importing import locate_images, read_bundle, write_bundle
+
+    engine = ready_engine()
+    with console.status(f"reading {file} ..."):
+        bundle = read_bundle(file, fmt)
+        located = locate_images(bundle, images) if images is not None else None
+    with (
+        console.status(f"writing {bundle.num_annotations:,} masks ..."),
+        session_scope(engine) as session,
+    ):
+        result = write_bundle(session, name, bundle, located)
+    created = " (new dataset)" if result.dataset_created else ""
+    console.print(
+        f"imported into {result.dataset!r}{created}: {result.images_added:,} images added, "
+        f"{result.images_reused:,} reused, {result.positives:,} positive and "
+        f"{result.negatives:,} negative pairs, {result.annotations:,} masks"
+    )
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="Dataset.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSON file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "coco",
+    version: Annotated[
+        str | None, typer.Option(help="Export this frozen version instead of the live dataset.")
+    ] = None,
+) -> None:
+    """Export a dataset (or a version) as COCO or SA-Co, streaming."""
+    from annotator.db.session import session_scope
+    from annotator.services.exporting import count_annotations, export_dataset
+
+    engine = ready_engine()
+    if fmt not in ("coco", "saco"):
+        raise typer.BadParameter(f"unknown format {fmt!r}: use coco or saco", param_hint="--format")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    with session_scope(engine, snapshot=True) as session:
+        total = count_annotations(session, name, version)
+        with _progress() as progress, tmp.open("wb") as fh:
+            task = progress.add_task("exporting masks", total=total)
+            result = export_dataset(
+                session, name, fmt, fh, version=version,
+                progress=lambda n: progress.advance(task, n),
+            )  # fmt: skip
+    tmp.replace(out)
+    counts = ", ".join(f"{v:,} {k}" for k, v in result.counts.items())
+    console.print(f"wrote {out} ({fmt}; {counts}; sha256 {result.sha256[:16]})")
+    if result.matches_version is False:
+        err_console.print(
+            f"[yellow]warning:[/] this export differs from the checksum recorded when version "
+            f"{version!r} was frozen ({result.expected_sha256}); the export code has changed "
+            "since, or the database was modified by hand"
+        )
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=not sys.stderr.isatty(),
+    )
+
+
+# ------------------------------------------------------------------------------------ versions
+
+
+@versions_app.command("create")
+@handle_errors
+def versions_create(
+    name: Annotated[str, typer.Argument(help="Dataset.")],
+    tag: Annotated[str, typer.Argument(help="Version tag, e.g. v1.")],
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+) -> None:
+    """Freeze the accepted pairs and masks as a version (exports of it never change)."""
+    from annotator.db.session import session_scope
+    from annotator.services.versions import create_version
+
+    with (
+        console.status(f"freezing {name!r} as {tag!r} ..."),
+        session_scope(ready_engine()) as session,
+    ):
+        version = create_version(session, name, tag, note)
+        pairs, anns = version.num_pairs, version.num_annotations
+    console.print(f"version {tag!r} of {name!r}: {pairs:,} pairs, {anns:,} masks")
+
+
+@versions_app.command("list")
+@handle_errors
+def versions_list(name: Annotated[str, typer.Argument(help="Dataset.")]) -> None:
+    """List the versions of a dataset."""
+    from annotator.db.session import session_scope
+    from annotator.services.versions import list_versions
+
+    with session_scope(ready_engine()) as session:
+        versions = list_versions(session, name)
+        table = Table("tag", "created", "pairs", "masks", "coco sha256", "note")
+        for v in versions:
+            table.add_row(
+                v.tag, v.created_at.strftime("%Y-%m-%d %H:%M"), f"{v.num_pairs:,}",
+                f"{v.num_annotations:,}", (v.checksums.get("coco") or "")[:16], v.note or "",
+            )  # fmt: skip
+    console.print(table if versions else f"dataset {name!r} has no versions yet")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,81 @@
+"""Settings: one pydantic-settings class, read from the environment (prefix ``ANNOTATOR_``).
+
+The embedded default needs nothing: a SQLite file in the working directory, no broker (stages
+run in-process), models on ``auto`` device.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEBHOOK_SECRET = "change-me"
+
+
+class Settings(BaseSettings):
+    """Every setting of the engine. Each field maps to ``ANNOTATOR_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ANNOTATOR_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///./annotator.db"
+    broker_url: str | None = None
+    media_root: Path = Path("./media")
+
+    label_studio_url: str | None = None
+    label_studio_token: str | None = None
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET
+    # Base URL under which Label Studio reaches our API (signed image URLs).
+    public_url: str = "http://127.0.0.1:8000"
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    proposer: str = "sam3"
+    proposer_model: str = "facebook/sam3"
+    captioner: str = "vlm"
+    captioner_model: str = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+    parser: str = "offline"
+    parser_model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    verifier: str = "vlm"
+    verifier_model: str = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+
+    max_concepts_per_image: int = Field(default=32, ge=1)
+    export_batch_size: int = Field(default=5000, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3_driver(cls, value: str) -> str:
+        # Users write postgresql:// (as in libpq); we ship psycopg 3, so name its driver.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _empty_broker_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.webhook_secret == DEFAULT_WEBHOOK_SECRET:
+            raise ValueError(
+                "ANNOTATOR_WEBHOOK_SECRET must be set to a secret value when "
+                "ANNOTATOR_ENVIRONMENT=production"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
+    return Settings()

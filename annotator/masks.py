@@ -1,0 +1,447 @@
+"""Instance-mask utilities: COCO RLE, polygons and Label Studio brush RLE.
+
+Pure functions (numpy, pycocotools, OpenCV, the Label Studio SDK brush codec); no DB or
+web imports.
+
+Conventions
+-----------
+* A binary mask is a ``(H, W)`` ``bool`` array (``uint8`` 0/1 is accepted as input; any
+  non-zero value counts as foreground). A stack is ``(N, H, W)``.
+* :class:`RLE` is COCO *compressed* RLE: ``{"size": [H, W], "counts": str}``. ``counts`` is
+  always a ``str`` here (pycocotools hands back ``bytes``; we decode it), so RLEs can go
+  straight into JSON. Functions that take an RLE also accept ``bytes`` counts.
+* Pixel coordinates follow COCO: pixel ``(x, y)`` covers the square ``[x, x+1) × [y, y+1)``;
+  bboxes are ``[x, y, w, h]`` floats, polygons are flat ``[x1, y1, x2, y2, ...]`` lists.
+* pycocotools does no validation of its own (mismatched sizes give IoU ``-1`` and an empty
+  merge; truncated counts decode to garbage), so the functions here check sizes, and
+  :func:`from_segmentation` fully validates untrusted input, raising :class:`MaskFormatError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+from pycocotools import mask as mask_utils
+
+__all__ = [
+    "RLE",
+    "MaskFormatError",
+    "area",
+    "bbox",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_many",
+    "from_brush",
+    "from_polygons",
+    "from_segmentation",
+    "from_uncompressed",
+    "iou_matrix",
+    "merge",
+    "nms",
+    "to_brush",
+    "to_polygons",
+    "to_uncompressed",
+]
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+class RLE(TypedDict):
+    """COCO compressed run-length encoding of one binary mask."""
+
+    size: list[int]  # [height, width]
+    counts: str  # COCO compressed RLE string (utf-8 str, never bytes)
+
+
+class MaskFormatError(ValueError):
+    """A segmentation / RLE / brush payload is malformed or does not fit the image."""
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def _to_rle(obj: dict[str, Any]) -> RLE:
+    """pycocotools dict (bytes counts, maybe numpy ints in size) -> :class:`RLE`."""
+    counts = obj["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    h, w = obj["size"]
+    return {"size": [int(h), int(w)], "counts": counts}
+
+
+def _size(rle: RLE) -> tuple[int, int]:
+    h, w = rle["size"]
+    return int(h), int(w)
+
+
+def _check_same_size(rles: Sequence[RLE], what: str) -> None:
+    if not rles:
+        return
+    first = _size(rles[0])
+    for i, r in enumerate(rles):
+        if _size(r) != first:
+            raise ValueError(
+                f"{what}: RLE {i} has size {list(_size(r))}, expected {list(first)} "
+                "(all masks must have the same height x width)"
+            )
+
+
+def _check_hw(height: int, width: int) -> tuple[int, int]:
+    h, w = int(height), int(width)
+    if h <= 0 or w <= 0:
+        raise MaskFormatError(f"image height x width must be positive, got [{h}, {w}]")
+    return h, w
+
+
+def _parse_counts(counts: str | bytes) -> npt.NDArray[np.int64]:
+    """Decode a COCO compressed ``counts`` string into run lengths (vectorised).
+
+    Mirrors ``rleFrString`` in pycocotools' ``maskApi.c``: each value is a little-endian
+    sequence of 5-bit groups stored as chars ``'0' + c`` (bit 0x20 = "more follows", bit 0x10
+    of the last group = sign); from the 4th value on, each value is a delta against the value
+    two positions earlier. Raises :class:`MaskFormatError` on any malformed input.
+    """
+    if isinstance(counts, str):
+        try:
+            raw = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise MaskFormatError("RLE counts string contains non-ASCII characters") from None
+    else:
+        raw = bytes(counts)
+    if not raw:
+        return np.zeros(0, dtype=np.int64)
+    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if ((c < 0) | (c > 63)).any():
+        raise MaskFormatError("RLE counts string has characters outside '0'..'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise MaskFormatError("RLE counts string is truncated (last value is unterminated)")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 12:  # 12 * 5 = 60 bits; real counts need at most 7 chars
+        raise MaskFormatError("RLE counts string has an impossibly long value")
+    k = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    cnts = x.copy()
+    cnts[1::2] = np.cumsum(x[1::2])  # odd chain: 1, 3, 5, ... (delta from index 3 on)
+    cnts[2::2] = np.cumsum(x[2::2])  # even chain from 2: 2, 4, 6, ... (index 0 is absolute)
+    return cnts
+
+
+def _validate_counts(cnts: npt.NDArray[np.int64], height: int, width: int) -> None:
+    if (cnts < 0).any():
+        raise MaskFormatError("RLE counts contain negative run lengths")
+    total = int(cnts.sum())
+    if total != height * width:
+        raise MaskFormatError(
+            f"RLE run lengths sum to {total}, expected height x width = "
+            f"{height} x {width} = {height * width}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# COCO RLE
+
+
+def encode(mask: np.ndarray) -> RLE:
+    """Encode one ``(H, W)`` mask (bool, or integers where non-zero is foreground)."""
+    if mask.ndim != 2:
+        raise ValueError(f"encode expects a 2-D (H, W) mask, got shape {mask.shape}")
+    return encode_many(mask[None])[0]
+
+
+def encode_many(masks: np.ndarray) -> list[RLE]:
+    """Encode an ``(N, H, W)`` stack of masks with a single pycocotools call."""
+    if masks.ndim != 3:
+        raise ValueError(f"encode_many expects an (N, H, W) stack, got shape {masks.shape}")
+    if masks.shape[0] == 0:
+        return []
+    # pycocotools wants (H, W, N) uint8 0/1 in Fortran order (0/255 would break its encoder).
+    binary = masks if masks.dtype == np.bool_ else masks != 0
+    hwn = np.asfortranarray(binary.transpose(1, 2, 0), dtype=np.uint8)
+    return [_to_rle(r) for r in mask_utils.encode(hwn)]
+
+
+def decode(rle: RLE) -> BoolArray:
+    """Decode one RLE to an ``(H, W)`` bool array (C-contiguous)."""
+    return decode_many([rle])[0]
+
+
+def decode_many(rles: Sequence[RLE]) -> BoolArray:
+    """Decode RLEs of one common size to an ``(N, H, W)`` bool array.
+
+    Raises ``ValueError`` for an empty sequence (the size would be unknown) or mixed sizes.
+    """
+    if len(rles) == 0:
+        raise ValueError("decode_many needs at least one RLE (the mask size is unknown)")
+    _check_same_size(rles, "decode_many")
+    try:
+        hwn = mask_utils.decode(list(rles))  # (H, W, N) uint8, Fortran order
+    except ValueError as exc:  # pycocotools: "Invalid RLE mask representation"
+        raise MaskFormatError(f"cannot decode RLE: {exc}") from exc
+    return np.ascontiguousarray(hwn.transpose(2, 0, 1), dtype=np.bool_)
+
+
+def area(rle: RLE) -> int:
+    """Number of foreground pixels."""
+    return int(mask_utils.area(rle))
+
+
+def bbox(rle: RLE) -> list[float]:
+    """Tight ``[x, y, w, h]`` box in pixels (COCO convention); ``[0, 0, 0, 0]`` if empty."""
+    return [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def iou_matrix(
+    a: Sequence[RLE], b: Sequence[RLE], iscrowd: Sequence[bool] | None = None
+) -> np.ndarray:
+    """Pairwise mask IoU, ``(len(a), len(b))`` float64.
+
+    ``iscrowd[j]`` (one flag per element of ``b``) switches column ``j`` to COCO crowd
+    semantics: ``|a ∩ b| / |a|`` instead of ``|a ∩ b| / |a ∪ b|``. An empty ``a`` mask scores 0.
+    All masks must have the same size.
+    """
+    crowd: npt.NDArray[np.uint8]
+    if iscrowd is None:
+        crowd = np.zeros(len(b), dtype=np.uint8)
+    else:
+        if len(iscrowd) != len(b):
+            raise ValueError(f"iscrowd has {len(iscrowd)} flags for {len(b)} masks in b")
+        crowd = np.asarray([bool(v) for v in iscrowd], dtype=np.uint8)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    _check_same_size([*a, *b], "iou_matrix")
+    ious = mask_utils.iou(list(a), list(b), crowd)
+    return np.asarray(ious, dtype=np.float64).reshape(len(a), len(b))
+
+
+def merge(rles: Sequence[RLE], intersect: bool = False) -> RLE:
+    """Union (or intersection, ``intersect=True``) of RLEs of one common size."""
+    if len(rles) == 0:
+        raise ValueError("merge needs at least one RLE")
+    _check_same_size(rles, "merge")
+    return _to_rle(mask_utils.merge(list(rles), intersect=int(intersect)))
+
+
+def nms(rles: Sequence[RLE], scores: Sequence[float], iou_threshold: float = 0.5) -> list[int]:
+    """Greedy mask NMS; returns kept indices ordered by descending score.
+
+    A mask is suppressed when its IoU with an already kept, higher-scoring mask is strictly
+    greater than ``iou_threshold`` (torchvision convention). Ties in score keep input order.
+    """
+    if len(rles) != len(scores):
+        raise ValueError(f"nms got {len(rles)} masks but {len(scores)} scores")
+    if len(rles) == 0:
+        return []
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ious = iou_matrix(rles, rles)
+    suppressed = np.zeros(len(rles), dtype=np.bool_)
+    keep: list[int] = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= ious[i] > iou_threshold
+    return keep
+
+
+def from_uncompressed(counts: list[int], size: Sequence[int]) -> RLE:
+    """COCO uncompressed RLE (``iscrowd`` style: column-major run lengths starting with
+    background) -> compressed :class:`RLE`. Validates that the runs cover ``H * W`` pixels."""
+    if len(size) != 2:
+        raise MaskFormatError(f"RLE size must be [height, width], got {list(size)}")
+    h, w = _check_hw(size[0], size[1])
+    arr = np.asarray(counts)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise MaskFormatError("uncompressed RLE counts must be a flat list of integers")
+    cnts = arr.astype(np.int64)
+    _validate_counts(cnts, h, w)
+    obj = mask_utils.frPyObjects({"size": [h, w], "counts": cnts.tolist()}, h, w)
+    return _to_rle(obj)
+
+
+def to_uncompressed(rle: RLE) -> dict[str, list[int]]:
+    """Compressed :class:`RLE` -> ``{"size": [h, w], "counts": [ints]}`` (exact inverse of
+    :func:`from_uncompressed`; the run lengths are read straight from the string)."""
+    h, w = _size(rle)
+    cnts = _parse_counts(rle["counts"])
+    _validate_counts(cnts, h, w)
+    return {"size": [h, w], "counts": cnts.tolist()}
+
+
+# --------------------------------------------------------------------------------------
+# polygons
+
+
+def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:
+    """Rasterise COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` into one merged RLE.
+
+    Coordinates are pixel-corner based (``[0, 0, 4, 0, 4, 4, 0, 4]`` is exactly 16 pixels).
+    Polygons with fewer than 3 points cover no area and are ignored; an empty list gives an
+    empty mask. Odd-length or non-finite coordinate lists raise :class:`MaskFormatError`.
+    """
+    h, w = _check_hw(height, width)
+    valid: list[list[float]] = []
+    for i, poly in enumerate(polygons):
+        if isinstance(poly, (str, bytes, dict)):
+            raise MaskFormatError(f"polygon {i} must be a list of numbers, got {type(poly)}")
+        try:
+            arr = np.asarray(poly, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MaskFormatError(f"polygon {i} must be a flat list of numbers") from None
+        if arr.ndim != 1:
+            raise MaskFormatError(f"polygon {i} must be a flat list [x1, y1, x2, y2, ...]")
+        if arr.size % 2:
+            raise MaskFormatError(
+                f"polygon {i} has an odd number of coordinates ({arr.size}); "
+                "expected [x1, y1, x2, y2, ...]"
+            )
+        if not np.isfinite(arr).all():
+            raise MaskFormatError(f"polygon {i} has non-finite coordinates")
+        if arr.size >= 6:
+            valid.append(arr.tolist())
+    if not valid:
+        return encode(np.zeros((h, w), dtype=np.bool_))
+    # Every entry has >= 6 numbers, so pycocotools takes its polygon branch (a 4-number
+    # entry would be read as a bbox).
+    rles = mask_utils.frPyObjects(valid, h, w)
+    return _to_rle(mask_utils.merge(rles, intersect=0))
+
+
+def to_polygons(rle: RLE, min_points: int = 3) -> list[list[float]]:
+    """Outer contours of the mask as COCO polygons (one per external connected component).
+
+    The polygons run along pixel *edges* (corner coordinates), not through pixel centres, so
+    ``from_polygons(to_polygons(r), h, w)`` reproduces any hole-free mask exactly, single
+    pixels included. What is lost: holes (COCO polygons cannot express them; they come back
+    filled) and anything sub-pixel. Contours are traced with 8-connectivity
+    (``cv2.RETR_EXTERNAL`` on a 2x nearest-upsampled crop, ``CHAIN_APPROX_SIMPLE``);
+    polygons with fewer than ``min_points`` vertices are dropped. Empty mask -> ``[]``.
+    """
+    x0, y0, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+    if bw == 0 or bh == 0:
+        return []
+    crop = decode(rle)[y0 : y0 + bh, x0 : x0 + bw].view(np.uint8)
+    up = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
+    up = np.pad(up, 1)  # keep contours off the image border
+    mode, method = cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    contours, _ = cv2.findContours(up, mode, method, offset=(-1, -1))
+    polygons: list[list[float]] = []
+    origin = np.array([x0, y0], dtype=np.int64)
+    for contour in contours:
+        # Upsampled pixel p lies on the left/top half of source pixel p // 2 when p is even,
+        # right/bottom half when odd: (p + 1) // 2 is then the matching pixel corner.
+        pts = (contour.reshape(-1, 2).astype(np.int64) + 1) // 2 + origin
+        pts = pts[np.any(pts != np.roll(pts, 1, axis=0), axis=1)]  # drop repeated vertices
+        if len(pts) >= max(min_points, 1):
+            polygons.append(pts.astype(np.float64).ravel().tolist())
+    return polygons
+
+
+# --------------------------------------------------------------------------------------
+# any COCO segmentation
+
+
+def from_segmentation(segmentation: object, height: int, width: int) -> RLE:
+    """Validate and convert any COCO ``segmentation`` value to a compressed :class:`RLE`.
+
+    Accepted forms: a polygon list ``[[x1, y1, ...], ...]``; an uncompressed RLE dict
+    ``{"size": [h, w], "counts": [ints]}``; a compressed RLE dict whose ``counts`` is ``str``
+    or ``bytes``. RLE sizes must equal ``[height, width]`` and run lengths must cover exactly
+    ``height * width`` pixels. Anything else raises :class:`MaskFormatError`.
+    """
+    h, w = _check_hw(height, width)
+    if isinstance(segmentation, list | tuple):
+        for i, poly in enumerate(segmentation):
+            if not isinstance(poly, list | tuple | np.ndarray):
+                raise MaskFormatError(
+                    "polygon segmentation must be a list of polygons [[x1, y1, ...], ...]; "
+                    f"element {i} is {type(poly).__name__}"
+                )
+        return from_polygons(segmentation, h, w)
+    if not isinstance(segmentation, dict):
+        raise MaskFormatError(
+            "segmentation must be a polygon list or an RLE dict with 'size' and 'counts', "
+            f"got {type(segmentation).__name__}"
+        )
+    missing = [k for k in ("size", "counts") if k not in segmentation]
+    if missing:
+        raise MaskFormatError(f"RLE segmentation is missing key(s) {missing}")
+    size = segmentation["size"]
+    if (
+        not isinstance(size, list | tuple)
+        or len(size) != 2
+        or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in size)
+    ):
+        raise MaskFormatError(f"RLE size must be [height, width] integers, got {size!r}")
+    got = [int(size[0]), int(size[1])]
+    if got != [h, w]:
+        raise MaskFormatError(f"RLE size {got} does not match image height x width {[h, w]}")
+    counts = segmentation["counts"]
+    if isinstance(counts, list | tuple):
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in counts):
+            raise MaskFormatError("uncompressed RLE counts must be a list of integers")
+        return from_uncompressed(list(counts), [h, w])
+    if isinstance(counts, str | bytes):
+        _validate_counts(_parse_counts(counts), h, w)
+        text = counts if isinstance(counts, str) else counts.decode("ascii")
+        return {"size": [h, w], "counts": text}
+    raise MaskFormatError(
+        f"RLE counts must be a list of ints, str or bytes, got {type(counts).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Label Studio brush RLE (not COCO RLE)
+
+
+def to_brush(mask: np.ndarray) -> list[int]:
+    """``(H, W)`` mask -> Label Studio brush ``rle`` (list of byte values).
+
+    Encodes RGBA pixels with value 255 for foreground in every channel (Label Studio reads the
+    alpha channel), via ``label_studio_sdk.converter.brush.mask2rle``. Its encoder loops in
+    Python once per run, so cost grows with the number of runs (smooth masks are fast).
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"to_brush expects a 2-D (H, W) mask, got shape {mask.shape}")
+    values = np.where(mask != 0, np.uint8(255), np.uint8(0))
+    return [int(v) for v in mask2rle(values)]
+
+
+def from_brush(rle: Sequence[int], height: int, width: int) -> BoolArray:
+    """Label Studio brush ``rle`` -> ``(H, W)`` bool mask (alpha channel ``>= 128``).
+
+    Raises :class:`MaskFormatError` if the payload is malformed or does not encode exactly
+    ``height * width`` RGBA pixels. Decoding goes through the SDK's ``decode_rle``, which is
+    pure Python per bit of the payload.
+    """
+    h, w = _check_hw(height, width)
+    try:
+        payload = bytes(rle)  # also rejects values outside 0..255
+    except (ValueError, TypeError) as exc:
+        raise MaskFormatError(f"brush RLE must be a list of byte values 0..255: {exc}") from exc
+    if len(payload) < 5:
+        raise MaskFormatError(f"brush RLE is too short ({len(payload)} bytes) to hold a header")
+    # The header starts with the value count as a 32-bit big-endian integer; check it before
+    # decoding so a bad payload cannot make the decoder allocate gigabytes.
+    num = int.from_bytes(payload[:4], "big")
+    if num != h * w * 4:
+        raise MaskFormatError(
+            f"brush RLE holds {num} values, expected height x width x 4 = "
+            f"{h} x {w} x 4 = {h * w * 4}"
+        )
+    try:
+        flat = decode_rle(payload)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MaskFormatError(f"malformed brush RLE: {exc}") from exc
+    return np.ascontiguousarray(flat.reshape(h, w, 4)[:, :, 3] >= 128)

@@ -1,0 +1,1 @@
+"""Alembic migration history (runs on PostgreSQL and SQLite); see annotator.db.migrate."""

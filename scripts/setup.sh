@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv and install annotator with everything the tests and the main job need.
+# On a machine without an NVIDIA GPU the CPU build of torch is installed first, so the
+# bounded `torch` requirement is already met and pip never pulls the CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    $PIP install --quiet "torch>=2.4,<3"
+  else
+    # CPU build: a local wheel where the machine ships one, else PyTorch's CPU index.
+    $PIP install --quiet "torch==2.13.0" 2>/dev/null \
+      || $PIP install --quiet "torch>=2.4,<3" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+$PIP install --quiet -e ".[all,dev]"
+echo "annotator installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
