@@ -43,7 +43,7 @@ class ExportResult:
 
 def _stream(session: Session, stmt: Select, batch: int) -> Iterator[Any]:
     result = session.execute(stmt.execution_options(yield_per=batch))
-    yield from result.tuples()
+    yield from result
 
 
 def _counted(rows: Iterator[Any], progress: Progress | None, every: int = 10_000) -> Iterator[Any]:
