@@ -22,10 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-import cv2
 import numpy as np
 import numpy.typing as npt
-from label_studio_sdk.converter.brush import decode_rle, mask2rle
 from pycocotools import mask as mask_utils
 
 __all__ = [
@@ -334,6 +332,8 @@ def to_polygons(rle: RLE, min_points: int = 3) -> list[list[float]]:
     crop = decode(rle)[y0 : y0 + bh, x0 : x0 + bw].view(np.uint8)
     up = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
     up = np.pad(up, 1)  # keep contours off the image border
+    import cv2  # imported here: only polygon export needs it
+
     mode, method = cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     contours, _ = cv2.findContours(up, mode, method, offset=(-1, -1))
     polygons: list[list[float]] = []
@@ -415,6 +415,9 @@ def to_brush(mask: np.ndarray) -> list[int]:
     if mask.ndim != 2:
         raise ValueError(f"to_brush expects a 2-D (H, W) mask, got shape {mask.shape}")
     values = np.where(mask != 0, np.uint8(255), np.uint8(0))
+    # Imported here: the SDK pulls in ~150 MB of modules that only the LS edge needs.
+    from label_studio_sdk.converter.brush import mask2rle
+
     return [int(v) for v in mask2rle(values)]
 
 
@@ -441,6 +444,8 @@ def from_brush(rle: Sequence[int], height: int, width: int) -> BoolArray:
             f"{h} x {w} x 4 = {h * w * 4}"
         )
     try:
+        from label_studio_sdk.converter.brush import decode_rle
+
         flat = decode_rle(payload)
     except (ValueError, TypeError, IndexError) as exc:
         raise MaskFormatError(f"malformed brush RLE: {exc}") from exc

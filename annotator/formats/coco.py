@@ -11,7 +11,7 @@ Export writes the same fields back, plus provenance per annotation (``source``, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from annotator.errors import InvalidInputError
@@ -24,7 +24,6 @@ from annotator.formats.common import (
     dumps,
     entry,
     imported_annotation,
-    iter_dumps,
     optional_bool,
     positive_int,
     require,
@@ -148,16 +147,17 @@ def write(
     out: HashingWriter,
     *,
     info: Mapping[str, Any],
-    images: Iterable[dict[str, Any]],
-    categories: Iterable[dict[str, Any]],
-    annotations: Iterable[dict[str, Any]],
+    images: Iterable[Sequence[dict[str, Any]]],
+    categories: Iterable[Sequence[dict[str, Any]]],
+    annotations: Iterable[Sequence[dict[str, Any]]],
 ) -> dict[str, int]:
-    """Stream a COCO file: each section is consumed lazily and never held whole in memory."""
+    """Stream a COCO file; each section is an iterable of batches of JSON-ready dicts,
+    consumed lazily, so no section is ever held whole in memory."""
     out.write(b'{"info":' + dumps(dict(info)) + b',\n"licenses":[],\n"images":')
-    n_images = write_json_array(out, iter_dumps(images))
+    n_images = write_json_array(out, images)
     out.write(b',\n"categories":')
-    n_categories = write_json_array(out, iter_dumps(categories))
+    n_categories = write_json_array(out, categories)
     out.write(b',\n"annotations":')
-    n_annotations = write_json_array(out, iter_dumps(annotations))
+    n_annotations = write_json_array(out, annotations)
     out.write(b"}\n")
     return {"images": n_images, "categories": n_categories, "annotations": n_annotations}

@@ -8,7 +8,7 @@ error names the entry it is about (``annotations[12] (id 345): ...``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -167,39 +167,24 @@ class HashingWriter:
         return self.sha256.hexdigest()
 
 
-def write_json_array(
-    out: HashingWriter, items: Iterable[bytes], *, chunk_bytes: int = 1 << 20
-) -> int:
-    """Stream already-serialised JSON values as an array body ``[a,b,...]``; returns the count.
+def write_json_array(out: HashingWriter, batches: Iterable[Sequence[Any]]) -> int:
+    """Stream JSON values, given in batches, as one array; returns the number of values.
 
-    Values are joined in memory only up to ``chunk_bytes`` at a time, so memory stays flat.
+    Each batch is serialised by one ``orjson.dumps`` call (C speed), so memory holds one batch
+    at most and the per-value Python overhead stays small.
     """
     out.write(b"[")
     count = 0
-    buf: list[bytes] = []
-    size = 0
-    for item in items:
+    for batch in batches:
+        if not batch:
+            continue
         if count:
-            buf.append(b",\n")
-        else:
-            buf.append(b"\n")
-        buf.append(item)
-        size += len(item) + 2
-        count += 1
-        if size >= chunk_bytes:
-            out.write(b"".join(buf))
-            buf.clear()
-            size = 0
-    if buf:
-        out.write(b"".join(buf))
-    out.write(b"\n]" if count else b"]")
+            out.write(b",")
+        out.write(orjson.dumps(batch)[1:-1])
+        count += len(batch)
+    out.write(b"]")
     return count
 
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
-
-
-def iter_dumps(values: Iterable[Any]) -> Iterator[bytes]:
-    for value in values:
-        yield orjson.dumps(value)

@@ -8,7 +8,7 @@ RLE ``segmentation`` and a *normalised* ``bbox`` / ``area``; ``category_id`` is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from annotator.errors import InvalidInputError
@@ -21,7 +21,6 @@ from annotator.formats.common import (
     dumps,
     entry,
     imported_annotation,
-    iter_dumps,
     optional_bool,
     positive_int,
     require,
@@ -102,13 +101,13 @@ def write(
     out: HashingWriter,
     *,
     info: Mapping[str, Any],
-    pairs: Iterable[dict[str, Any]],
-    annotations: Iterable[dict[str, Any]],
+    pairs: Iterable[Sequence[dict[str, Any]]],
+    annotations: Iterable[Sequence[dict[str, Any]]],
 ) -> dict[str, int]:
-    """Stream an SA-Co file (pairs as ``images``, one category)."""
+    """Stream an SA-Co file (pairs as ``images``, one category); sections come in batches."""
     out.write(b'{"info":' + dumps(dict(info)) + b',\n"images":')
-    n_pairs = write_json_array(out, iter_dumps(pairs))
+    n_pairs = write_json_array(out, pairs)
     out.write(b',\n"categories":[' + dumps(CATEGORY) + b'],\n"annotations":')
-    n_annotations = write_json_array(out, iter_dumps(annotations))
+    n_annotations = write_json_array(out, annotations)
     out.write(b"}\n")
     return {"images": n_pairs, "annotations": n_annotations}
