@@ -11,7 +11,6 @@ annotations/s and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -101,9 +100,19 @@ def seed(url: str, name: str, n_annotations: int) -> None:
                     state = "negative" if k == PAIRS_PER_IMAGE - 1 else "positive"
                     concept = concepts[(i * 7 + k * 131) % len(concepts)]
                     copy.write_row(
-                        (pair_id, ds, img0 + i + 1, concept, "caption", state,
-                         k != 1, k == 0, "2026-01-01", "2026-01-01")
-                    )  # fmt: skip
+                        (
+                            pair_id,
+                            ds,
+                            img0 + i + 1,
+                            concept,
+                            "caption",
+                            state,
+                            k != 1,
+                            k == 0,
+                            "2026-01-01",
+                            "2026-01-01",
+                        )
+                    )
         cur.execute("SELECT coalesce(max(id), 0) FROM annotations")
         ann0 = cur.fetchone()[0]  # type: ignore[index]
         with cur.copy(
@@ -115,9 +124,23 @@ def seed(url: str, name: str, n_annotations: int) -> None:
                 pair = pair0 + image * PAIRS_PER_IMAGE + (j % (PAIRS_PER_IMAGE - 1)) + 1
                 counts, area, (x, y, w, h) = pool[j % len(pool)]
                 copy.write_row(
-                    (ann0 + j + 1, ds, pair, counts, x, y, w, h, area, False, "import",
-                     0.5 + (j % 50) / 100, "sam3@bench", "2026-01-01")
-                )  # fmt: skip
+                    (
+                        ann0 + j + 1,
+                        ds,
+                        pair,
+                        counts,
+                        x,
+                        y,
+                        w,
+                        h,
+                        area,
+                        False,
+                        "import",
+                        0.5 + (j % 50) / 100,
+                        "sam3@bench",
+                        "2026-01-01",
+                    )
+                )
         for table, col in (("images", "id"), ("pairs", "id"), ("annotations", "id")):
             cur.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{col}'), "
@@ -188,18 +211,33 @@ def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
     doc = {
         "info": {"dataset": name},
         "images": [
-            {"id": i, "file_name": f, "width": w, "height": h,
-             "neg_category_ids": neg.get(i, []), "not_exhaustive_category_ids": nex.get(i, [])}
+            {
+                "id": i,
+                "file_name": f,
+                "width": w,
+                "height": h,
+                "neg_category_ids": neg.get(i, []),
+                "not_exhaustive_category_ids": nex.get(i, []),
+            }
             for i, f, w, h in images
         ],
         "categories": [{"id": c, "name": t} for c, t in cats],
         "annotations": [
-            {"id": a, "image_id": im, "category_id": c, "segmentation": {"size": [h, w], "counts": rc},
-             "area": ar, "bbox": [x, y, bw, bh], "iscrowd": int(cr), "source": s, "score": sc,
-             "model_version": mv}
+            {
+                "id": a,
+                "image_id": im,
+                "category_id": c,
+                "segmentation": {"size": [h, w], "counts": rc},
+                "area": ar,
+                "bbox": [x, y, bw, bh],
+                "iscrowd": int(cr),
+                "source": s,
+                "score": sc,
+                "model_version": mv,
+            }
             for a, im, c, rc, h, w, ar, x, y, bw, bh, cr, s, sc, mv in anns
         ],
-    }  # fmt: skip
+    }
     with open(out, "w") as fh:
         json.dump(doc, fh)
     return {"seconds": time.perf_counter() - start, "annotations": len(anns)}
@@ -207,10 +245,24 @@ def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
 
 def run_child(kind: str, url: str, name: str, fmt: str, out: str) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--url", url, "--name", name, "--fmt", fmt,
-         "--out", out],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--url",
+            url,
+            "--name",
+            name,
+            "--fmt",
+            fmt,
+            "--out",
+            out,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
@@ -274,14 +326,20 @@ def main() -> None:
         admin.dispose()
 
     print()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"PostgreSQL on 127.0.0.1")  # fmt: skip
-    print(f"{'export':<10} {'format':<6} {'annotations':>12} {'seconds':>8} {'ann/s':>10} "
-          f"{'peak RSS MB':>12} {'file MB':>8}")  # fmt: skip
-    for kind, fmt, n, stats, size_mb in rows:
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, PostgreSQL on 127.0.0.1"
+    )
+    print(
+        f"{'export':<10} {'format':<6} {'annotations':>12} {'seconds':>8} {'ann/s':>10} "
+        f"{'peak RSS MB':>12} {'file MB':>8}"
+    )
+    for kind, fmt, _n, stats, size_mb in rows:
         rate = stats["annotations"] / stats["seconds"]
-        print(f"{kind:<10} {fmt:<6} {int(stats['annotations']):>12,} {stats['seconds']:>8.2f} "
-              f"{rate:>10,.0f} {stats['peak_rss_mb']:>12.0f} {size_mb:>8.0f}")  # fmt: skip
+        print(
+            f"{kind:<10} {fmt:<6} {int(stats['annotations']):>12,} {stats['seconds']:>8.2f} "
+            f"{rate:>10,.0f} {stats['peak_rss_mb']:>12.0f} {size_mb:>8.0f}"
+        )
     print(f"\nreproduce: .venv/bin/python bench/export.py --sizes {args.sizes}")
 
 
