@@ -15,9 +15,16 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $PIP install --quiet "torch>=2.4,<3"
   else
-    # CPU build: a local wheel where the machine ships one, else PyTorch's CPU index.
-    $PIP install --quiet "torch==2.13.0" 2>/dev/null \
-      || $PIP install --quiet "torch>=2.4,<3" --index-url https://download.pytorch.org/whl/cpu
+    # CPU build: the wheel this kind of machine ships (pip finds it), else the index named by
+    # TORCH_INDEX_URL (e.g. PyTorch's CPU wheel index), else the default index.
+    if ! $PIP install --quiet "torch==2.13.0" 2>/dev/null; then
+      if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        $PIP install --quiet "torch>=2.4,<3" --index-url "$TORCH_INDEX_URL"
+      else
+        echo "note: no local CPU torch wheel; installing torch from the default index" >&2
+        $PIP install --quiet "torch>=2.4,<3"
+      fi
+    fi
   fi
 fi
 $PIP install --quiet -e ".[all,dev]"

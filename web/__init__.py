@@ -1,0 +1,1 @@
+"""FastAPI service: REST API, Label Studio webhook, dashboard (served by `annotator serve`)."""
