@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -265,6 +266,36 @@ def _progress() -> Progress:
         console=err_console,
         transient=not sys.stderr.isatty(),
     )
+
+
+@app.command("eval")
+@handle_errors
+def eval_cmd(
+    gt: Annotated[Path, typer.Option("--gt", help="SA-Co ground truth JSON.")],
+    pred: Annotated[
+        Path, typer.Option("--pred", help="Predictions: COCO results with image_id = pair id.")
+    ],
+    score_threshold: Annotated[float, typer.Option(help="Predictions below are dropped.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """cgF1 / pmF1 / IL_MCC of predictions on the instance-exhaustive pairs of an SA-Co file."""
+    from annotator.evaluation import evaluate_files
+
+    result = evaluate_files(gt, pred, score_threshold=score_threshold)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    table = Table("metric", "value", title=f"{result.pairs:,} instance-exhaustive pairs")
+    for key, value in result.as_dict().items():
+        table.add_row(
+            key,
+            f"{value:.2f}"
+            if key == "cgF1"
+            else f"{value:.4f}"
+            if isinstance(value, float)
+            else str(value),
+        )
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------ versions
