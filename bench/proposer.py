@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,10 +59,12 @@ def build_full_sam3(directory: Path, dtype: torch.dtype) -> Path:
 
     tokenizer = build_clip_style_tokenizer(directory)
     config = Sam3Config()
-    config.text_config.bos_token_id = tokenizer.bos_token_id
-    config.text_config.eos_token_id = tokenizer.eos_token_id
+    text_config: Any = config.text_config
+    text_config.bos_token_id = tokenizer.bos_token_id
+    text_config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(0)
-    model = Sam3Model(config).to(dtype).eval()
+    model: Any = Sam3Model(config)
+    model = model.to(dtype).eval()
     model.save_pretrained(directory)
     write_sam3_processor_config(directory, config.image_size)
     return directory

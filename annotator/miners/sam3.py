@@ -1,0 +1,369 @@
+"""SAM 3 mask proposer on transformers' ``Sam3Model`` (CPU and GPU; the default proposer).
+
+Per image: one vision forward (``get_vision_features``), then the phrases go through the
+detector in batches of ``batch_size`` that share the image's vision embeddings (expanded, not
+copied). Post-processing stays on the device: scores are ``sigmoid(logit) * sigmoid(presence)``
+(as ``Sam3Processor.post_process_instance_segmentation`` computes them), low-resolution mask
+probabilities are resized to the original image and thresholded there, and only the bool masks
+of kept instances travel to the host, where they become COCO RLE.
+
+Preprocessing reimplements ``Sam3ImageProcessor`` (resize to the checkpoint's square size,
+bilinear with antialiasing, rescale, normalise) with plain torch, from the checkpoint's own
+processor config: the transformers class needs torchvision, whose PyPI wheels do not load with
+the CPU build of torch, and doing it in torch lets the resize run on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from annotator import masks as mask_ops
+from annotator import modeling
+from annotator.backends import PhraseProposals
+from annotator.config import get_settings
+from annotator.images import ensure_rgb
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, Sam3Model
+
+__all__ = ["Preprocessing", "Sam3Proposer"]
+
+# Elements (instances x pixels) upsampled at once: bounds device memory at ~256 MB of float32
+# however large the image and however many instances a phrase has.
+_UPSAMPLE_BUDGET = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What ``Sam3ImageProcessor`` does to an image, read from the checkpoint's processor config.
+
+    Defaults are ``Sam3ImageProcessor``'s class defaults (1008 x 1008, mean = std = 0.5).
+    """
+
+    height: int = 1008
+    width: int = 1008
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    do_rescale: bool = True
+    do_normalize: bool = True
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Preprocessing:
+        """From an image processor dict (``preprocessor_config.json`` or the nested part of
+        ``processor_config.json``)."""
+        size = config.get("size") or {}
+        height = int(size.get("height", cls.height))
+        width = int(size.get("width", cls.width))
+
+        def triple(value: object, default: tuple[float, float, float]) -> tuple[float, ...]:
+            if value is None:
+                return default
+            if isinstance(value, int | float):
+                return (float(value),) * 3
+            return tuple(float(v) for v in value)  # type: ignore[attr-defined]
+
+        mean = triple(config.get("image_mean"), cls.image_mean)
+        std = triple(config.get("image_std"), cls.image_std)
+        return cls(
+            height=height,
+            width=width,
+            rescale_factor=float(config.get("rescale_factor", cls.rescale_factor)),
+            image_mean=(mean[0], mean[1], mean[2]),
+            image_std=(std[0], std[1], std[2]),
+            do_rescale=bool(config.get("do_rescale", True)),
+            do_normalize=bool(config.get("do_normalize", True)),
+        )
+
+    def __call__(
+        self, image: Image.Image, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """``(1, 3, height, width)`` pixel values in ``dtype`` on ``device`` for an RGB image."""
+        array = np.array(ensure_rgb(image), dtype=np.uint8)  # a writable copy for torch
+        pixels = torch.from_numpy(array).to(device).permute(2, 0, 1).unsqueeze(0).float()
+        if pixels.shape[-2:] != (self.height, self.width):
+            pixels = F.interpolate(
+                pixels,
+                size=(self.height, self.width),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            # torchvision resizes uint8 images to uint8: round and clip the same way.
+            pixels = pixels.round_().clamp_(0, 255)
+        if self.do_rescale:
+            pixels = pixels * self.rescale_factor
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(self.image_std, device=device).view(1, 3, 1, 1)
+            pixels = (pixels - mean) / std
+        return pixels.to(dtype)
+
+
+def _image_processor_config(source: str) -> dict[str, Any]:
+    from transformers.image_processing_base import ImageProcessingMixin
+
+    config, _ = ImageProcessingMixin.get_image_processor_dict(source)
+    return dict(config)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Sam3Proposer:
+    """Every instance of each phrase in an image, from SAM 3 via transformers.
+
+    Args:
+        model: a hub id (``facebook/sam3``) or a local directory written by ``save_pretrained``
+            holding the model, its tokenizer and its processor config.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        dtype: model dtype; default bf16 on CUDA, fp32 on CPU.
+        batch_size: phrases per detector forward (bounds memory: the detector's activations grow
+            linearly with it, the vision embeddings are shared).
+        score_threshold: keep instances whose ``sigmoid(logit) * presence`` exceeds this.
+        mask_threshold: binarise mask probabilities (after resizing) above this.
+        max_instances: keep at most this many instances per phrase (highest scores first).
+
+    Use as a context manager (loads on enter; the weights stay cached for the process)::
+
+        with Sam3Proposer("facebook/sam3") as proposer:
+            found = proposer.propose(image, ["striped umbrella", "dog"])
+    """
+
+    name = "sam3"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int = 16,
+        score_threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        max_instances: int | None = None,
+    ) -> None:
+        settings = get_settings()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for label, value in (
+            ("score_threshold", score_threshold),
+            ("mask_threshold", mask_threshold),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{label} must be in [0, 1], got {value}")
+        self.source = model or settings.proposer_model
+        self.device_setting = device or settings.device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+        self.max_instances = max_instances
+        self._model: Sam3Model | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._preprocessing: Preprocessing | None = None
+        self._device: torch.device | None = None
+        self._version: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str:
+        """``"<model>@<hash>"`` of the checkpoint (hub commit or hash of the weight files)."""
+        if self._version is None:
+            self._version = modeling.model_version(self.source)
+        return self._version
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model runs on (resolved on first use)."""
+        if self._device is None:
+            self._device = modeling.resolve_device(self.device_setting)
+        return self._device
+
+    def load(self) -> None:
+        """Load model, tokenizer and preprocessing config (once per process; idempotent)."""
+        if self._model is not None:
+            return
+        from transformers import AutoTokenizer, Sam3Model
+
+        device = self.device
+        dtype = self.dtype or modeling.default_dtype(device)
+        # The model first: a directory without weights is the likeliest mistake to report.
+        model = modeling.load_pretrained(
+            Sam3Model.from_pretrained,
+            self.source,
+            what="the SAM 3 model",
+            device=device,
+            dtype=dtype,
+        )
+        tokenizer = modeling.load_pretrained(
+            AutoTokenizer.from_pretrained,
+            self.source,
+            what="the SAM 3 tokenizer",
+            needs_weights=False,
+        )
+        config = modeling.load_pretrained(
+            _image_processor_config,
+            self.source,
+            what="the SAM 3 processor config",
+            needs_weights=False,
+        )
+        self._preprocessing = Preprocessing.from_config(config)
+        self._tokenizer = tokenizer
+        self._model = model
+
+    def __enter__(self) -> Self:
+        self.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The weights stay in the process cache for the next job; this instance lets go of them.
+        self._model = None
+        self._tokenizer = None
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def propose(self, image: Image.Image, phrases: Sequence[str]) -> list[PhraseProposals]:
+        """Every instance of each phrase, one :class:`PhraseProposals` per phrase, in order.
+
+        One vision forward for the image; phrases in batches of ``batch_size``.
+        """
+        return self._propose(image, phrases, self.batch_size)
+
+    def propose_looped(self, image: Image.Image, phrases: Sequence[str]) -> list[PhraseProposals]:
+        """Same outputs, one phrase per detector forward, as the official ``Sam3Processor``
+        (``set_image`` once, then ``set_text_prompt`` per phrase) runs it. For benchmarks and
+        for checking the batched path."""
+        return self._propose(image, phrases, 1)
+
+    @torch.inference_mode()
+    def _propose(
+        self, image: Image.Image, phrases: Sequence[str], batch_size: int
+    ) -> list[PhraseProposals]:
+        self.load()
+        assert self._model is not None and self._preprocessing is not None
+        if not phrases:
+            return []
+        model = self._model
+        image = ensure_rgb(image)
+        width, height = image.size
+        pixel_values = self._preprocessing(image, self.device, model.dtype)
+        vision = model.get_vision_features(pixel_values=pixel_values)
+        results: list[PhraseProposals] = []
+        for chunk in _chunks(phrases, batch_size):
+            input_ids, attention_mask = self._tokenize(chunk)
+            outputs = model(
+                vision_embeds=_expand_vision(vision, len(chunk)),
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+            )
+            results.extend(self._post_process(outputs, chunk, height, width))
+        return results
+
+    def _tokenize(self, phrases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L)`` int64 ids and attention mask, padded to the text encoder's length.
+
+        Padding every phrase to the same fixed length (as ``Sam3Processor`` does, 32 tokens)
+        makes a phrase's result independent of which other phrases share its batch.
+        """
+        assert self._tokenizer is not None and self._model is not None
+        # The text encoder's position table bounds the prompt length (32 for SAM 3).
+        max_length = int(getattr(self._model.config.text_config, "max_position_embeddings", 32))
+        encoded = self._tokenizer(
+            list(phrases),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return (
+            encoded["input_ids"].to(self.device),
+            encoded["attention_mask"].to(self.device),
+        )
+
+    def _post_process(
+        self, outputs: Any, phrases: Sequence[str], height: int, width: int
+    ) -> list[PhraseProposals]:
+        """Scores, boxes and RLE masks per phrase from one detector forward.
+
+        ``outputs.pred_logits`` ``(B, Q)``, ``presence_logits`` ``(B, 1)``, ``pred_boxes``
+        ``(B, Q, 4)`` normalised xyxy, ``pred_masks`` ``(B, Q, h, w)`` logits.
+        """
+        presence = outputs.presence_logits.float().sigmoid().squeeze(-1)  # (B,)
+        scores = outputs.pred_logits.float().sigmoid() * presence[:, None]  # (B, Q)
+        scale = torch.tensor([width, height, width, height], device=scores.device)
+        found: list[PhraseProposals] = []
+        for index, phrase in enumerate(phrases):
+            keep = torch.nonzero(scores[index] > self.score_threshold).squeeze(1)
+            kept_scores, order = scores[index, keep].sort(descending=True)
+            keep = keep[order]
+            if self.max_instances is not None:
+                keep, kept_scores = keep[: self.max_instances], kept_scores[: self.max_instances]
+            xyxy = outputs.pred_boxes[index, keep].float() * scale
+            xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
+            xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
+            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1)
+            rles = self._masks_to_rle(outputs.pred_masks[index, keep], height, width)
+            found.append(
+                PhraseProposals(
+                    phrase=phrase,
+                    masks=rles,
+                    boxes=xywh.cpu().numpy().astype(np.float32).reshape(-1, 4),
+                    scores=kept_scores.cpu().numpy().astype(np.float32),
+                    presence=float(presence[index]),
+                )
+            )
+        return found
+
+    def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:
+        """``(K, h, w)`` mask logits -> K RLEs at ``height x width``.
+
+        Probabilities are resized (bilinear, as the transformers post-processing does) and
+        thresholded on the device, a few instances at a time, so only bool masks reach the host.
+        """
+        if logits.shape[0] == 0:
+            return []
+        step = max(1, _UPSAMPLE_BUDGET // (height * width))
+        rles: list[mask_ops.RLE] = []
+        for start in range(0, logits.shape[0], step):
+            probabilities = logits[start : start + step].float().sigmoid()
+            resized = F.interpolate(
+                probabilities[None], size=(height, width), mode="bilinear", align_corners=False
+            )[0]
+            binary = (resized > self.mask_threshold).cpu().numpy()
+            rles.extend(mask_ops.encode_many(binary))
+        return rles
+
+
+def _expand_vision(vision: Any, batch: int) -> Any:
+    """The image's vision embeddings as a batch of ``batch`` identical rows, without copying.
+
+    The detector reads only the FPN features and their position encodings; ``expand`` makes
+    views with stride 0 along the batch, so a batch of 16 phrases costs no extra memory here.
+    """
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    if batch == 1:
+        return vision
+    return Sam3VisionEncoderOutput(
+        fpn_hidden_states=tuple(t.expand(batch, *t.shape[1:]) for t in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(
+            t.expand(batch, *t.shape[1:]) for t in vision.fpn_position_encoding
+        ),
+    )

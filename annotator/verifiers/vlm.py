@@ -1,0 +1,251 @@
+"""VLM verifier (``"vlm"``): mask verification (MV) and exhaustivity verification (EV) as
+multiple-choice questions to a Llama-style vision-language model.
+
+The answer is read from the next-token distribution, not from sampled text: one forward pass,
+softmax over the option letters' token ids (``A``, ``B``, ...), ``p_accept`` = the probability
+mass of the accepting options, ``label`` = the most likely option. The options follow the SAM 3
+data engine (arXiv 2511.16719, §4 and A.4):
+
+* MV: Accept / Accept as text / Flag label / Whole image / Reject.
+* EV with masks: Accept (every instance is boxed) / Reject (an instance is missing) /
+  Reject-unseparated / Flag label / Whole image / Ungroundable.
+* EV without masks (the proposer found nothing): Accept (the phrase is absent, a verified
+  negative) / Reject (it is present) / Flag label / Ungroundable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from annotator import masks as mask_ops
+from annotator.backends import MaskQuery, PairQuery, Verdict
+from annotator.config import get_settings
+from annotator.errors import ModelLoadError
+from annotator.images import ensure_rgb
+from annotator.verifiers.render import draw_boxes, render_mask_query
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from annotator.vlm import VlmRuntime
+
+__all__ = ["EV_ABSENT_OPTIONS", "EV_OPTIONS", "MV_OPTIONS", "Option", "VlmVerifier"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One answer of a multiple-choice question: its label, text, and whether it accepts."""
+
+    label: str
+    text: str
+    accepts: bool
+
+
+MV_OPTIONS: tuple[Option, ...] = (
+    Option("accept", "Accept: the mask covers exactly one whole instance of the phrase", True),
+    Option("accept_as_text", "Accept as text: the mask is a written word or sign of it", True),
+    Option("flag_label", "Flag label: the phrase is ambiguous or wrong for what is shown", False),
+    Option("whole_image", "Whole image: the phrase describes the whole image", False),
+    Option("reject", "Reject: wrong object, part of an object, or several objects", False),
+)
+EV_OPTIONS: tuple[Option, ...] = (
+    Option("accept", "Accept: every instance of the phrase has its own box", True),
+    Option("reject", "Reject: at least one instance has no box", False),
+    Option("reject_unseparated", "Reject: instances cannot be told apart one by one", False),
+    Option("flag_label", "Flag label: the phrase is ambiguous or wrong", False),
+    Option("whole_image", "Whole image: the phrase describes the whole image", False),
+    Option("ungroundable", "Ungroundable: the phrase cannot be pointed at in an image", False),
+)
+EV_ABSENT_OPTIONS: tuple[Option, ...] = (
+    Option("accept", "Accept: there is no instance of the phrase in the image", True),
+    Option("reject", "Reject: the phrase is present in the image", False),
+    Option("flag_label", "Flag label: the phrase is ambiguous or wrong", False),
+    Option("ungroundable", "Ungroundable: the phrase cannot be pointed at in an image", False),
+)
+LETTERS = "ABCDEF"  # enough for the longest question (EV, six options)
+
+
+def _question(header: str, options: Sequence[Option]) -> str:
+    lines = [header, ""]
+    lines += [f"{LETTERS[i]}. {option.text}" for i, option in enumerate(options)]
+    lines += ["", "Answer with the letter of one option."]
+    return "\n".join(lines)
+
+
+def mv_prompt(phrase: str) -> str:
+    """The MV question for the rendering of :func:`render_mask_query`."""
+    return _question(
+        f"Left: a photo with one region filled in green and outlined in yellow. Right: a zoomed "
+        f'view of the same region. Is the highlighted region one whole instance of "{phrase}"?',
+        MV_OPTIONS,
+    )
+
+
+def ev_prompt(phrase: str, n_boxes: int) -> str:
+    """The EV question: exhaustivity with boxes drawn, or absence when there are none."""
+    if n_boxes == 0:
+        return _question(
+            f'A detector found no "{phrase}" in this photo. Is "{phrase}" really absent?',
+            EV_ABSENT_OPTIONS,
+        )
+    return _question(
+        f'The photo shows {n_boxes} red box(es), each meant to contain one "{phrase}". '
+        f'Does every "{phrase}" in the photo have its own box?',
+        EV_OPTIONS,
+    )
+
+
+class VlmVerifier:
+    """MV/EV verifier on an image-text-to-text model (default ``settings.verifier_model``).
+
+    Args:
+        model: hub id or local directory.
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (default ``settings.device``).
+        dtype: model dtype (default bf16 on CUDA, fp32 on CPU).
+        batch_size: questions per forward pass (left-padded).
+        crop_context: margin of the MV zoomed crop, as a fraction of the mask box size.
+    """
+
+    name = "vlm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int = 8,
+        crop_context: float = 0.5,
+    ) -> None:
+        settings = get_settings()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.source = model or settings.verifier_model
+        self.device_setting = device or settings.device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.crop_context = crop_context
+        self._runtime: VlmRuntime | None = None
+        self._letter_ids: dict[str, list[int]] | None = None
+        self._version: str | None = None
+
+    @property
+    def model_version(self) -> str:
+        """``"<model>@<hash>"`` of the checkpoint."""
+        if self._version is None:
+            from annotator import modeling
+
+            self._version = modeling.model_version(self.source)
+        return self._version
+
+    def load(self) -> None:
+        """Load processor and model; resolve the option letters' token ids."""
+        if self._runtime is not None:
+            return
+        from annotator.vlm import VlmRuntime
+
+        runtime = VlmRuntime.load(self.source, self.device_setting, self.dtype, what="verifier")
+        self._letter_ids = _letter_token_ids(runtime.tokenizer, self.source)
+        self._runtime = runtime
+
+    def __enter__(self) -> Self:
+        self.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._runtime = None
+
+    # -- questions -------------------------------------------------------------------------------
+
+    def mask_inputs(self, query: MaskQuery) -> tuple[Image, str]:
+        """The image and prompt the model sees for one MV query."""
+        mask = mask_ops.decode(query.mask)
+        rendered = render_mask_query(ensure_rgb(query.image), mask, context=self.crop_context)
+        return rendered, mv_prompt(query.phrase)
+
+    def pair_inputs(self, query: PairQuery) -> tuple[Image, str]:
+        """The image and prompt the model sees for one EV query."""
+        boxes = [mask_ops.bbox(m) for m in query.masks]
+        return draw_boxes(ensure_rgb(query.image), boxes), ev_prompt(query.phrase, len(boxes))
+
+    def verify_masks(self, queries: Sequence[MaskQuery]) -> list[Verdict]:
+        """MV verdicts; ``p_accept`` = P(Accept) + P(Accept as text) among the option letters."""
+        inputs = [self.mask_inputs(q) for q in queries]
+        return self._ask(inputs, [MV_OPTIONS] * len(inputs))
+
+    def verify_pairs(self, queries: Sequence[PairQuery]) -> list[Verdict]:
+        """EV verdicts; ``p_accept`` = P(Accept): exhaustive (with masks) or absent (without)."""
+        inputs = [self.pair_inputs(q) for q in queries]
+        options = [EV_OPTIONS if q.masks else EV_ABSENT_OPTIONS for q in queries]
+        return self._ask(inputs, options)
+
+    def option_probabilities(
+        self, images: Sequence[Image], prompts: Sequence[str], n_options: Sequence[int]
+    ) -> list[list[float]]:
+        """Per question, the softmax over its option letters of the next-token logits.
+
+        A letter with several single-token spellings (``"A"``, ``" A"``) gets their summed mass.
+        """
+        import torch
+
+        self.load()
+        assert self._runtime is not None and self._letter_ids is not None
+        out: list[list[float]] = []
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            logits = self._runtime.next_token_logits(images[start:stop], prompts[start:stop])
+            for row, count in zip(logits, n_options[start:stop], strict=True):
+                per_letter = [
+                    torch.logsumexp(row[self._letter_ids[LETTERS[i]]], dim=0) for i in range(count)
+                ]
+                probs = torch.softmax(torch.stack(per_letter), dim=0)
+                out.append([float(p) for p in probs])
+        return out
+
+    def _ask(
+        self, inputs: Sequence[tuple[Image, str]], options: Sequence[Sequence[Option]]
+    ) -> list[Verdict]:
+        if not inputs:
+            return []
+        probabilities = self.option_probabilities(
+            [image for image, _ in inputs],
+            [prompt for _, prompt in inputs],
+            [len(o) for o in options],
+        )
+        verdicts: list[Verdict] = []
+        for probs, opts in zip(probabilities, options, strict=True):
+            best = max(range(len(opts)), key=probs.__getitem__)
+            p_accept = sum(p for p, option in zip(probs, opts, strict=True) if option.accepts)
+            verdicts.append(Verdict(label=opts[best].label, p_accept=min(max(p_accept, 0.0), 1.0)))
+        return verdicts
+
+
+def _letter_token_ids(tokenizer: object, source: str) -> dict[str, list[int]]:
+    """Single-token ids of each option letter (bare and space-prefixed spellings)."""
+    encode = getattr(tokenizer, "encode")  # noqa: B009 - any tokenizer-like object
+    ids: dict[str, list[int]] = {}
+    for letter in LETTERS:
+        found: list[int] = []
+        for spelling in (letter, " " + letter):
+            tokens = encode(spelling, add_special_tokens=False)
+            if len(tokens) == 1 and tokens[0] not in found:
+                found.append(int(tokens[0]))
+        unk = getattr(tokenizer, "unk_token_id", None)
+        found = [t for t in found if t != unk]
+        if not found:
+            raise ModelLoadError(
+                f"cannot use {source!r} as a verifier: its tokenizer has no single token for the "
+                f"option letter {letter!r}; choose an instruction-tuned VLM with a standard "
+                "(BPE or SentencePiece) tokenizer"
+            )
+        ids[letter] = found
+    return ids
