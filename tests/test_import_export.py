@@ -120,6 +120,19 @@ def test_coco_round_trip_is_lossless(engine: Engine, tmp_path: Path) -> None:
     assert sorted(a["score"] for a in scored) == pytest.approx([0.8, 0.9])
 
 
+@pytest.mark.parametrize("fmt", ["coco", "saco"])
+def test_small_batches_give_the_same_bytes(engine: Engine, tmp_path: Path, fmt: str) -> None:
+    """Every stream spans many batches (and the COCO image merge join interleaves two)."""
+    do_import(engine, "shapes", "coco", write_json(tmp_path / "in.json", coco_dataset(n_images=7)))
+    outputs = []
+    for batch in (1, 2, 5000):
+        buf = io.BytesIO()
+        with session_scope(engine) as session:
+            export_dataset(session, "shapes", fmt, buf, batch=batch)
+        outputs.append(buf.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_saco_round_trip_is_lossless(engine: Engine, tmp_path: Path) -> None:
     original = saco_dataset()
     result = do_import(engine, "gold", "saco", write_json(tmp_path / "gold.json", original))
