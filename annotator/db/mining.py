@@ -1,0 +1,612 @@
+"""Queries of mining jobs: jobs, job items, and what each stage reads and writes.
+
+Like :mod:`annotator.db.repositories`, functions take a ``Session`` and only flush; the edge (the
+in-process runner, a Celery task, a CLI command) commits. Writes are batched per image and use
+INSERT ... ON CONFLICT DO NOTHING on the natural keys, so a stage that runs twice adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased
+
+from annotator.db.models import (
+    Annotation,
+    Base,
+    Caption,
+    Concept,
+    Dataset,
+    Image,
+    ImageStatus,
+    Job,
+    JobItem,
+    JobItemStatus,
+    JobKind,
+    JobStatus,
+    Pair,
+    PairOrigin,
+    PairState,
+    Proposal,
+    Review,
+    ReviewAction,
+    ReviewTask,
+    Verification,
+    VerificationKind,
+)
+from annotator.db.repositories import chunks, insert_ignore
+from annotator.errors import NotFoundError
+
+FINISHED = (JobItemStatus.DONE, JobItemStatus.FAILED, JobItemStatus.SKIPPED)
+# A successor may run once its predecessor is done, or skipped because it was not needed
+# (a failed image marks its later items skipped, so they are never pending).
+PASSED = (JobItemStatus.DONE, JobItemStatus.SKIPPED)
+
+
+def insert_ignore_where(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    conflict: Sequence[str],
+    where: str,
+) -> None:
+    """INSERT ... ON CONFLICT (conflict) WHERE where DO NOTHING (a partial unique index)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = maker(model).on_conflict_do_nothing(
+        index_elements=list(conflict), index_where=text(where)
+    )
+    session.execute(stmt, list(rows))
+
+
+# ---------------------------------------------------------------------------------------- jobs
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
+    stmt = select(Job).where(Job.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    job = session.scalar(stmt)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return job
+
+
+def dataset_names(session: Session) -> dict[int, str]:
+    return {i: n for i, n in session.execute(select(Dataset.id, Dataset.name))}
+
+
+def job_status(session: Session, job_id: int) -> JobStatus:
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status is None:
+        raise NotFoundError(f"no job {job_id}")
+    return JobStatus(status)
+
+
+def list_jobs(session: Session, limit: int = 50) -> list[Job]:
+    return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def select_images(session: Session, dataset_id: int, selection: str | Sequence[int]) -> list[int]:
+    """Image ids of a job, by id. ``"all"``: every image not failed at an earlier ingest;
+    ``"new"``: those no earlier mining job has; a list: those ids (in the dataset)."""
+    stmt = select(Image.id).where(Image.dataset_id == dataset_id)
+    if isinstance(selection, str):
+        stmt = stmt.where(Image.status != ImageStatus.FAILED)
+        if selection == "new":
+            earlier = (
+                select(JobItem.id)
+                .join(Job, Job.id == JobItem.job_id)
+                .where(JobItem.image_id == Image.id, Job.kind == JobKind.MINE)
+            )
+            stmt = stmt.where(~exists(earlier))
+        return list(session.scalars(stmt.order_by(Image.id)))
+    wanted = sorted(set(selection))
+    found: list[int] = []
+    for part in chunks(wanted, 1000):
+        found += session.scalars(stmt.where(Image.id.in_(part)).order_by(Image.id))
+    missing = set(wanted) - set(found)
+    if missing:
+        raise NotFoundError(f"images not in the dataset: {sorted(missing)[:10]}")
+    return found
+
+
+def add_job_items(
+    session: Session, job_id: int, image_ids: Sequence[int], stages: Sequence[str]
+) -> None:
+    rows = [
+        {
+            "job_id": job_id,
+            "image_id": i,
+            "stage": s,
+            "status": JobItemStatus.PENDING,
+            "attempts": 0,
+        }
+        for i in image_ids
+        for s in stages
+    ]
+    for part in chunks(rows, 5000):
+        insert_ignore(session, JobItem, part, ["job_id", "image_id", "stage"])
+
+
+def item_status(session: Session, job_id: int, image_id: int, stage: str) -> JobItemStatus | None:
+    status = session.scalar(
+        select(JobItem.status).where(
+            JobItem.job_id == job_id, JobItem.image_id == image_id, JobItem.stage == stage
+        )
+    )
+    return None if status is None else JobItemStatus(status)
+
+
+def claim_item(session: Session, job_id: int, image_id: int, stage: str) -> bool:
+    """Count an attempt on a pending item; False when it is not pending (finished or absent).
+
+    On PostgreSQL the UPDATE locks the row until the caller commits: a second worker running the
+    same item waits, then finds it finished and returns early.
+    """
+    result = session.execute(
+        update(JobItem)
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.image_id == image_id,
+            JobItem.stage == stage,
+            JobItem.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
+        )
+        .values(attempts=JobItem.attempts + 1, status=JobItemStatus.RUNNING)
+        .returning(JobItem.id)
+    )
+    return result.first() is not None
+
+
+def set_item(
+    session: Session,
+    job_id: int,
+    image_id: int,
+    stage: str,
+    status: JobItemStatus,
+    error: str | None = None,
+) -> None:
+    session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.image_id == image_id, JobItem.stage == stage)
+        .values(status=status, error=error)
+    )
+
+
+def count_failure(
+    session: Session, job_id: int, image_id: int, stage: str, error: str, *, max_attempts: int
+) -> JobItemStatus:
+    """Record a failed attempt (the attempt itself was rolled back with the stage's writes):
+    the item stays pending while attempts remain, else it is failed. Returns its new status."""
+    item = session.scalar(
+        select(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.image_id == image_id, JobItem.stage == stage)
+        .with_for_update()
+    )
+    if item is None:
+        raise NotFoundError(f"job {job_id} has no item (image {image_id}, stage {stage})")
+    if item.status in FINISHED:
+        return JobItemStatus(item.status)
+    item.attempts += 1
+    item.error = error
+    item.status = JobItemStatus.FAILED if item.attempts >= max_attempts else JobItemStatus.PENDING
+    session.flush()
+    return JobItemStatus(item.status)
+
+
+def skip_later(
+    session: Session, job_id: int, image_id: int, stages: Sequence[str], reason: str
+) -> None:
+    """Mark the image's not yet finished items of ``stages`` skipped, with ``reason``."""
+    if not stages:
+        return
+    session.execute(
+        update(JobItem)
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.image_id == image_id,
+            JobItem.stage.in_(list(stages)),
+            JobItem.status.not_in(FINISHED),
+        )
+        .values(status=JobItemStatus.SKIPPED, error=reason)
+    )
+
+
+# Built once: constructing an aliased entity per call costs milliseconds of SQLAlchemy work
+# (column adaptation), and this runs after every stage item of every job.
+_READY_ITEM = aliased(JobItem, name="item")
+_READY_PREVIOUS = aliased(JobItem, name="previous")
+
+
+def ready_items(
+    session: Session,
+    job_id: int,
+    stage: str,
+    previous: str | None,
+    *,
+    image_id: int | None = None,
+    limit: int | None = None,
+) -> list[int]:
+    """Image ids whose ``stage`` item is pending and whose ``previous`` item has passed."""
+    item, prev = _READY_ITEM, _READY_PREVIOUS
+    stmt = select(item.image_id).where(
+        item.job_id == job_id,
+        item.stage == stage,
+        item.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
+    )
+    if image_id is not None:
+        stmt = stmt.where(item.image_id == image_id)
+    if previous is not None:
+        stmt = stmt.join(
+            prev,
+            and_(
+                prev.job_id == item.job_id, prev.image_id == item.image_id, prev.stage == previous
+            ),
+        ).where(prev.status.in_(PASSED))
+    stmt = stmt.order_by(item.image_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def unfinished_count(session: Session, job_id: int, stage: str | None = None) -> int:
+    stmt = select(func.count()).where(JobItem.job_id == job_id, JobItem.status.not_in(FINISHED))
+    if stage is not None:
+        stmt = stmt.where(JobItem.stage == stage)
+    return session.scalar(stmt) or 0
+
+
+def item_counts(session: Session, job_id: int) -> dict[str, dict[str, int]]:
+    """{stage: {status: count}} of a job's items."""
+    out: dict[str, dict[str, int]] = {}
+    for stage, status, n in session.execute(
+        select(JobItem.stage, JobItem.status, func.count())
+        .where(JobItem.job_id == job_id)
+        .group_by(JobItem.stage, JobItem.status)
+    ):
+        out.setdefault(stage, {})[JobItemStatus(status).value] = n
+    return out
+
+
+def last_item_update(session: Session, job_id: int) -> datetime | None:
+    return session.scalar(select(func.max(JobItem.updated_at)).where(JobItem.job_id == job_id))
+
+
+def item_errors(session: Session, job_id: int, limit: int = 20) -> list[tuple[int, str, str, str]]:
+    """(image id, file name, stage, error) of failed items."""
+    rows = session.execute(
+        select(JobItem.image_id, Image.file_name, JobItem.stage, JobItem.error)
+        .join(Image, Image.id == JobItem.image_id)
+        .where(JobItem.job_id == job_id, JobItem.status == JobItemStatus.FAILED)
+        .order_by(JobItem.image_id, JobItem.id)
+        .limit(limit)
+    )
+    return [(i, f, s, e or "") for i, f, s, e in rows]
+
+
+def reset_items(session: Session, job_id: int, *, failed: bool) -> int:
+    """Make a job's unfinished items pending again (and, with ``failed``, its failed items and the
+    items skipped because of them). Returns how many items will run."""
+    session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.status == JobItemStatus.RUNNING)
+        .values(status=JobItemStatus.PENDING)
+    )
+    if failed:
+        failed_images = select(JobItem.image_id).where(
+            JobItem.job_id == job_id, JobItem.status == JobItemStatus.FAILED
+        )
+        session.execute(
+            update(JobItem)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.image_id.in_(failed_images.scalar_subquery()),
+                JobItem.status.in_((JobItemStatus.FAILED, JobItemStatus.SKIPPED)),
+            )
+            .values(status=JobItemStatus.PENDING, attempts=0, error=None)
+        )
+    return unfinished_count(session, job_id)
+
+
+def job_outcome_counts(session: Session, job_id: int) -> dict[str, int]:
+    """Pairs by state, annotations and review tasks of a job's pairs."""
+    counts: dict[str, int] = {f"pairs_{PairState(s).value}": n for s, n in session.execute(
+        select(Pair.state, func.count()).where(Pair.job_id == job_id).group_by(Pair.state)
+    )}  # fmt: skip
+    counts["proposals"] = session.scalar(select(func.count()).where(Proposal.job_id == job_id)) or 0
+    counts["annotations_auto"] = (
+        session.scalar(
+            select(func.count())
+            .select_from(Annotation)
+            .join(Pair, Pair.id == Annotation.pair_id)
+            .where(Pair.job_id == job_id, Annotation.source == "auto")
+        )
+        or 0
+    )
+    counts["review_tasks"] = (
+        session.scalar(
+            select(func.count())
+            .select_from(ReviewTask)
+            .join(Pair, Pair.id == ReviewTask.pair_id)
+            .where(Pair.job_id == job_id)
+        )
+        or 0
+    )
+    return counts
+
+
+# -------------------------------------------------------------------------------------- images
+
+
+def get_image(session: Session, image_id: int) -> Image:
+    image = session.get(Image, image_id)
+    if image is None:
+        raise NotFoundError(f"no image {image_id}")
+    return image
+
+
+def images_by_uri(session: Session, dataset_id: int, uris: Sequence[str]) -> list[Image]:
+    found: list[Image] = []
+    for part in chunks(list(uris), 1000):
+        found += session.scalars(
+            select(Image).where(Image.dataset_id == dataset_id, Image.uri.in_(part))
+        )
+    return found
+
+
+def image_with_sha256(
+    session: Session, dataset_id: int, sha256: str, other_than: int
+) -> int | None:
+    return session.scalar(
+        select(Image.id).where(
+            Image.dataset_id == dataset_id, Image.sha256 == sha256, Image.id != other_than
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------ captions
+
+
+def add_caption(session: Session, image_id: int, caption: str, model_version: str) -> None:
+    insert_ignore(
+        session,
+        Caption,
+        [{"image_id": image_id, "text": caption, "model_version": model_version}],
+        ["image_id", "model_version"],
+    )
+
+
+def captions_of(session: Session, image_id: int, model_version: str | None) -> list[str]:
+    stmt = select(Caption.text).where(Caption.image_id == image_id)
+    if model_version is not None:
+        stmt = stmt.where(Caption.model_version == model_version)
+    return list(session.scalars(stmt.order_by(Caption.id)))
+
+
+# --------------------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True)
+class PairRow:
+    id: int
+    concept_id: int
+    phrase: str
+    origin: PairOrigin
+    state: PairState
+
+
+def add_pairs(
+    session: Session,
+    dataset_id: int,
+    image_id: int,
+    job_id: int,
+    concept_ids: Iterable[tuple[int, PairOrigin]],
+    state: PairState = PairState.PENDING,
+) -> None:
+    rows = [
+        {
+            "dataset_id": dataset_id,
+            "image_id": image_id,
+            "concept_id": cid,
+            "origin": origin,
+            "state": state,
+            "job_id": job_id,
+        }
+        for cid, origin in concept_ids
+    ]
+    insert_ignore(session, Pair, rows, ["image_id", "concept_id"])
+
+
+def adopt_pending_pairs(session: Session, image_id: int, job_id: int) -> None:
+    """Pending pairs of the image that no running job owns (added by hand, or left by a job
+    that was cancelled or failed before proposing them) join this job."""
+    stopped = select(Job.id).where(
+        Job.status.in_((JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.DONE))
+    )
+    session.execute(
+        update(Pair)
+        .where(
+            Pair.image_id == image_id,
+            Pair.state == PairState.PENDING,
+            Pair.job_id.is_(None) | Pair.job_id.in_(stopped.scalar_subquery()),
+        )
+        .values(job_id=job_id)
+    )
+
+
+def job_pairs(
+    session: Session, image_id: int, job_id: int, states: Sequence[PairState] | None = None
+) -> list[PairRow]:
+    """The image's pairs that ``job_id`` owns, by pair id."""
+    stmt = (
+        select(Pair.id, Pair.concept_id, Concept.text, Pair.origin, Pair.state)
+        .join(Concept, Concept.id == Pair.concept_id)
+        .where(Pair.image_id == image_id, Pair.job_id == job_id)
+    )
+    if states is not None:
+        stmt = stmt.where(Pair.state.in_(list(states)))
+    return [
+        PairRow(i, c, t, PairOrigin(o), PairState(s))
+        for i, c, t, o, s in session.execute(stmt.order_by(Pair.id))
+    ]
+
+
+def image_phrases(session: Session, image_id: int) -> set[str]:
+    """Every phrase already paired with the image (any job, any state)."""
+    return set(
+        session.scalars(
+            select(Concept.text)
+            .join(Pair, Pair.concept_id == Concept.id)
+            .where(Pair.image_id == image_id)
+        )
+    )
+
+
+def concept_vocabulary(session: Session, dataset_id: int) -> Counter[str]:
+    """Concepts of the dataset's pairs that did not come from hard-negative mining, with the
+    number of pairs using each (the vocabulary hard negatives are drawn from)."""
+    rows = session.execute(
+        select(Concept.text, func.count())
+        .join(Pair, Pair.concept_id == Concept.id)
+        .where(Pair.dataset_id == dataset_id, Pair.origin != PairOrigin.HARD_NEGATIVE)
+        .group_by(Concept.text)
+    )
+    return Counter({t: n for t, n in rows})
+
+
+def set_pair_states(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk UPDATE pairs by id (each row: ``id`` and the columns to set)."""
+    if rows:
+        session.execute(update(Pair), list(rows))
+
+
+# ----------------------------------------------------------------------------------- proposals
+
+
+@dataclass(frozen=True)
+class ProposalRow:
+    id: int
+    pair_id: int
+    rank: int
+    rle_counts: str
+    bbox: tuple[float, float, float, float]
+    area: int
+    score: float
+    presence: float | None
+    model_version: str
+
+
+def add_proposals(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    for part in chunks(rows, 2000):
+        insert_ignore(session, Proposal, part, ["pair_id", "model_version", "rank"])
+
+
+def proposals_of(
+    session: Session, pair_ids: Sequence[int], model_version: str
+) -> dict[int, list[ProposalRow]]:
+    """{pair id: proposals by rank} of ``model_version``."""
+    out: dict[int, list[ProposalRow]] = {pid: [] for pid in pair_ids}
+    for part in chunks(sorted(pair_ids), 1000):
+        for p in session.scalars(
+            select(Proposal)
+            .where(Proposal.pair_id.in_(part), Proposal.model_version == model_version)
+            .order_by(Proposal.pair_id, Proposal.rank)
+        ):
+            out[p.pair_id].append(
+                ProposalRow(
+                    p.id,
+                    p.pair_id,
+                    p.rank,
+                    p.rle_counts,
+                    (p.bbox_x, p.bbox_y, p.bbox_w, p.bbox_h),
+                    p.area,
+                    p.score,
+                    p.presence,
+                    p.model_version,
+                )
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------- verifications
+
+
+def add_verifications(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    mv = [r for r in rows if r["kind"] == VerificationKind.MV]
+    ev = [r for r in rows if r["kind"] == VerificationKind.EV]
+    for part in chunks(mv, 2000):
+        insert_ignore(
+            session, Verification, part, ["pair_id", "proposal_id", "kind", "model_version"]
+        )
+    for part in chunks(ev, 2000):
+        insert_ignore_where(
+            session, Verification, part, ["pair_id", "kind", "model_version"],
+            "proposal_id IS NULL",
+        )  # fmt: skip
+
+
+def verifications_of(
+    session: Session, pair_ids: Sequence[int], mv_version: str, ev_version: str
+) -> tuple[dict[int, tuple[str, float]], dict[int, tuple[str, float]]]:
+    """({proposal id: (label, p)} of MV by ``mv_version``, {pair id: (label, p)} of EV)."""
+    mv: dict[int, tuple[str, float]] = {}
+    ev: dict[int, tuple[str, float]] = {}
+    for part in chunks(sorted(pair_ids), 1000):
+        for pair_id, proposal_id, kind, label, p, version in session.execute(
+            select(
+                Verification.pair_id, Verification.proposal_id, Verification.kind,
+                Verification.label, Verification.p_accept, Verification.model_version,
+            ).where(
+                Verification.pair_id.in_(part),
+                Verification.model_version.in_({mv_version, ev_version}),
+            )
+        ):  # fmt: skip
+            if kind == VerificationKind.MV and version == mv_version and proposal_id is not None:
+                mv[proposal_id] = (label, p)
+            elif kind == VerificationKind.EV and version == ev_version:
+                ev[pair_id] = (label, p)
+    return mv, ev
+
+
+def reviewed_mask_scores(session: Session, mv_version: str) -> tuple[list[float], list[bool]]:
+    """MV scores of ``mv_version`` and the human verdict (accepted as is?) of every reviewed
+    proposal with an accept or reject review (the newest, not superseded)."""
+    accepted = Review.action == ReviewAction.ACCEPT
+    rows = session.execute(
+        select(Verification.p_accept, accepted)
+        .join(Review, Review.proposal_id == Verification.proposal_id)
+        .where(
+            Verification.kind == VerificationKind.MV,
+            Verification.model_version == mv_version,
+            Review.action.in_((ReviewAction.ACCEPT, ReviewAction.REJECT, ReviewAction.FIX)),
+            Review.superseded_at.is_(None),
+        )
+    )
+    scores: list[float] = []
+    labels: list[bool] = []
+    for p, ok in rows:
+        scores.append(float(p))
+        labels.append(bool(ok))
+    return scores, labels
+
+
+# ------------------------------------------------------------------------------------- routing
+
+
+def add_auto_annotations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_ignore_where(session, Annotation, rows, ["proposal_id"], "source = 'auto'")
+
+
+def add_review_tasks(session: Session, pair_ids: Sequence[int]) -> None:
+    insert_ignore(
+        session, ReviewTask, [{"pair_id": p, "kind": "pair"} for p in pair_ids], ["pair_id", "kind"]
+    )

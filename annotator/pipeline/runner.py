@@ -1,0 +1,166 @@
+"""The embedded runner: a job's stages in this process, one transaction per stage item.
+
+With no ``ANNOTATOR_BROKER_URL`` this is how ``annotator mine`` runs a job, on SQLite or
+PostgreSQL: the same stage functions the Celery tasks wrap, in stage order (every image's ingest,
+then every image's caption, ...), so each model is used in long runs and hard negatives see the
+whole job's vocabulary. Each item commits on its own; a crash loses at most the item in flight,
+and ``annotator jobs resume`` picks up the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from annotator.config import get_settings
+from annotator.db import mining
+from annotator.db.models import JobStatus
+from annotator.db.session import session_scope
+from annotator.errors import ConfigError, ModelLoadError, NotFoundError
+from annotator.pipeline.config import MiningConfig
+from annotator.pipeline.stages import run_stage
+from annotator.services import jobs
+
+__all__ = ["ProgressCallback", "launch_job", "relaunch_job", "run_job_inline", "watch_job"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[jobs.JobProgress], None]
+# Errors that no retry of one item can fix: the whole job stops.
+SYSTEMIC = (ModelLoadError, ConfigError, NotFoundError, ImportError)
+_PROGRESS_EVERY_S = 0.5
+
+
+def run_job_inline(
+    engine: Engine,
+    job_id: int,
+    *,
+    progress: ProgressCallback | None = None,
+    batch: int = 256,
+) -> JobStatus:
+    """Run every ready item of a job in this process until none is left; return the final
+    status (``done``, ``cancelled`` or ``failed``).
+
+    A transient error in an item is recorded (:func:`~annotator.services.jobs.record_failure`)
+    and the item is tried again later, up to the job's ``max_attempts``; a model that cannot be
+    loaded fails the job. Cancelling (from another process) stops it after the item in flight.
+    """
+    with session_scope(engine) as session:
+        jobs.start_job(session, job_id)
+    last_report = 0.0
+
+    def report(force: bool = False) -> None:
+        nonlocal last_report
+        if progress is None:
+            return
+        now = time.monotonic()
+        if force or now - last_report >= _PROGRESS_EVERY_S:
+            last_report = now
+            with session_scope(engine) as s:
+                progress(jobs.job_progress(s, job_id))
+
+    report(force=True)
+    while True:
+        with session_scope(engine) as session:
+            ready = jobs.next_items(session, job_id, limit=batch)
+        if not ready:
+            break
+        stopped = False
+        for image_id, stage in ready:
+            try:
+                with session_scope(engine) as session:
+                    # Checked in the item's own transaction: a cancel stops the next item.
+                    stopped = mining.job_status(session, job_id) not in jobs.ACTIVE
+                    if not stopped:
+                        run_stage(session, job_id, image_id, stage)
+            except SYSTEMIC as exc:
+                with session_scope(engine) as session:
+                    jobs.fail_job(session, job_id, f"{stage} of image {image_id}: {exc}")
+                report(force=True)
+                return JobStatus.FAILED
+            except Exception as exc:
+                log.warning("job %s: %s of image %s failed: %s", job_id, stage, image_id, exc)
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                with session_scope(engine) as session:
+                    jobs.record_failure(session, job_id, image_id, stage, detail)
+            if stopped:
+                break
+            report()
+        if stopped:
+            break
+    with session_scope(engine) as session:
+        jobs.finish_if_done(session, job_id)
+        status = mining.job_status(session, job_id)
+    report(force=True)
+    return status
+
+
+def _dispatch(engine: Engine, job_id: int, progress: ProgressCallback | None) -> JobStatus:
+    if get_settings().broker_url:
+        # The Celery path: enqueue the ready items (after commit) and return; workers run them.
+        from workers.tasks import enqueue_job
+
+        enqueue_job(job_id, engine)
+        with session_scope(engine) as session:
+            return mining.job_status(session, job_id)
+    return run_job_inline(engine, job_id, progress=progress)
+
+
+def launch_job(
+    engine: Engine,
+    dataset_name: str,
+    config: MiningConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    on_created: Callable[[int], None] | None = None,
+) -> tuple[int, JobStatus]:
+    """Create a mining job (committed) and run it: in this process when no broker is
+    configured (returns when it finished), else on the Celery workers (returns once enqueued).
+
+    Returns the job id and its status when this call returns.
+    """
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(session, dataset_name, config).id
+    if on_created is not None:
+        on_created(job_id)
+    return job_id, _dispatch(engine, job_id, progress)
+
+
+def relaunch_job(
+    engine: Engine,
+    job_id: int,
+    *,
+    retry_failed: bool = False,
+    progress: ProgressCallback | None = None,
+) -> JobStatus:
+    """Resume a job (only unfinished items run) the same way :func:`launch_job` runs one."""
+    with session_scope(engine) as session:
+        jobs.resume_job(session, job_id, retry_failed=retry_failed)
+    return _dispatch(engine, job_id, progress)
+
+
+def watch_job(
+    engine: Engine,
+    job_id: int,
+    progress: ProgressCallback | None = None,
+    *,
+    interval_s: float = 1.0,
+    timeout_s: float | None = None,
+) -> JobStatus:
+    """Poll a job run elsewhere (Celery workers) until it is done, cancelled or failed (or
+    ``timeout_s`` passed); return its status then."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        with session_scope(engine) as session:
+            state = jobs.job_progress(session, job_id)
+        if progress is not None:
+            progress(state)
+        if state.status in jobs.FINAL:
+            return state.status
+        if deadline is not None and time.monotonic() >= deadline:
+            return state.status
+        time.sleep(interval_s)

@@ -1,0 +1,333 @@
+"""Mining jobs in-process on the tiny models: rows, idempotency, cancel/resume, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from annotator.db import mining
+from annotator.db.models import (
+    Annotation,
+    AnnotationSource,
+    Caption,
+    Image,
+    ImageStatus,
+    Job,
+    JobItem,
+    JobItemStatus,
+    JobStatus,
+    Pair,
+    PairOrigin,
+    PairState,
+    Proposal,
+    ReviewTask,
+    ReviewTaskStatus,
+    Verification,
+    VerificationKind,
+)
+from annotator.db.session import session_scope
+from annotator.errors import ConflictError
+from annotator.pipeline.config import MiningConfig
+from annotator.pipeline.runner import launch_job, relaunch_job, run_job_inline
+from annotator.pipeline.stages import STAGES, run_stage
+from annotator.services import jobs
+from tests.pipeline import fakes
+from tests.pipeline.conftest import add_dataset
+from tests.pipeline.helpers import dataset_rows, table_counts
+
+MakeConfig = Callable[..., MiningConfig]
+
+
+def _dataset_id(engine: Engine, name: str) -> int:
+    from annotator.db import repositories as repo
+
+    with session_scope(engine) as session:
+        return repo.get_dataset(session, name).id
+
+
+def test_job_in_process_completes_with_expected_rows(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    config = make_config()
+    job_id, status = launch_job(engine, "shapes", config)
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.started_at and job.finished_at
+        items = session.scalars(select(JobItem).where(JobItem.job_id == job_id)).all()
+        assert len(items) == 4 * len(STAGES)
+        by_stage: dict[str, list[JobItem]] = {}
+        for item in items:
+            by_stage.setdefault(item.stage, []).append(item)
+        # Images with alt-text skip the captioner; d.jpg has none and is captioned.
+        assert sorted(i.status.value for i in by_stage["caption"]) == [
+            "done",
+            "skipped",
+            "skipped",
+            "skipped",
+        ]
+        for stage in ("ingest", "parse", "propose", "verify", "route"):
+            assert {i.status for i in by_stage[stage]} == {JobItemStatus.DONE}, stage
+        assert all(i.attempts == 1 for i in items if i.status == JobItemStatus.DONE)
+
+        images = session.scalars(select(Image)).all()
+        assert all(
+            i.status == ImageStatus.READY and i.sha256 and i.width == 64 and i.height == 48
+            for i in images
+        )
+        captions = session.scalars(select(Caption)).all()
+        assert len(captions) == 1 and captions[0].model_version.startswith(
+            Path(config.captioner.model).name + "@"
+        )  # type: ignore[union-attr]
+
+        pairs = session.execute(select(Pair, Image.file_name).join(Image)).all()
+        alt_pairs = {(f, p.concept.text) for p, f in pairs if p.origin == PairOrigin.ALT_TEXT}
+        assert alt_pairs == {
+            ("a.png", "red car"), ("a.png", "striped umbrella"), ("b.png", "blue car"),
+            ("b.png", "tree"), ("sub/c.png", "tabby cat"), ("sub/c.png", "wooden table"),
+        }  # fmt: skip
+        # "red car" and "blue car" are colour swaps: each is a hard-negative candidate on the other
+        # image, kept only where the proposer's masks overlap the present concept's.
+        for pair, file_name in pairs:
+            if pair.origin == PairOrigin.HARD_NEGATIVE:
+                assert pair.concept.text in {"red car", "blue car"}
+                assert (file_name, pair.concept.text) not in alt_pairs
+            assert pair.job_id == job_id
+            assert pair.state in (
+                PairState.POSITIVE,
+                PairState.NEGATIVE,
+                PairState.IN_REVIEW,
+                PairState.UNGROUNDABLE,
+            )
+            assert pair.state_reason
+
+        version = session.scalars(select(Proposal.model_version).distinct()).all()
+        assert len(version) == 1 and version[0].startswith(
+            Path(config.proposer.model or "").name + "@"
+        )
+        for pair, _ in pairs:
+            props = session.scalars(
+                select(Proposal).where(Proposal.pair_id == pair.id).order_by(Proposal.rank)
+            ).all()
+            assert [p.rank for p in props] == list(range(len(props)))
+            assert len(props) <= 5 and all(p.area > 0 and p.job_id == job_id for p in props)
+            mv = session.scalars(
+                select(Verification).where(
+                    Verification.pair_id == pair.id, Verification.kind == VerificationKind.MV
+                )
+            ).all()
+            assert sorted(v.proposal_id for v in mv) == sorted(p.id for p in props)
+            ev = session.scalars(
+                select(Verification).where(
+                    Verification.pair_id == pair.id, Verification.kind == VerificationKind.EV
+                )
+            ).all()
+            assert len(ev) == 1 and 0.0 <= ev[0].p_accept <= 1.0
+            tasks = session.scalars(select(ReviewTask).where(ReviewTask.pair_id == pair.id)).all()
+            assert len(tasks) == (1 if pair.state == PairState.IN_REVIEW else 0)
+            assert all(t.status == ReviewTaskStatus.OPEN for t in tasks)
+            anns = session.scalars(select(Annotation).where(Annotation.pair_id == pair.id)).all()
+            if pair.state != PairState.POSITIVE:
+                assert anns == []
+        assert job.counters["images"] == 4
+        assert job.counters["proposals"] == session.query(Proposal).count()
+        state = jobs.job_progress(session, job_id)
+    assert state.status == JobStatus.DONE and state.images_finished == 4 and state.eta_s is None
+    assert [s.stage for s in state.stages] == list(STAGES)
+
+
+def test_routing_through_the_pipeline_records_decisions_and_reasons(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    fakes.MV_SCRIPT.update(
+        {"red car": [0.95], "striped umbrella": [0.95, 0.5], "blue car": [0.05], "tree": [0.05]}
+    )
+    fakes.EV_SCRIPT.update(
+        {"red car": 0.97, "blue car": 0.99, "tree": 0.3, "striped umbrella": 0.99}
+    )
+    config = make_config(scripted=True, captioner=False, hard_negatives=False)
+    _job_id, status = launch_job(engine, "shapes", config)
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        pairs = {p.concept.text: p for p in session.scalars(select(Pair))}
+        red = pairs["red car"]
+        n_red = session.query(Proposal).filter(Proposal.pair_id == red.id).count()
+        assert n_red > 0
+        assert red.state == PairState.POSITIVE and red.is_exhaustive is True
+        assert "MV p >= accept_above 0.800" in (red.state_reason or "")
+        assert "EV exhaustive p=0.970 >= ev_accept_above 0.800" in (red.state_reason or "")
+        anns = session.scalars(select(Annotation).where(Annotation.pair_id == red.id)).all()
+        assert len(anns) == n_red
+        for ann in anns:
+            proposal = session.get(Proposal, ann.proposal_id)
+            assert proposal is not None and ann.source == AnnotationSource.AUTO
+            assert ann.rle_counts == proposal.rle_counts and ann.area == proposal.area
+            assert ann.model_version == proposal.model_version and ann.score == pytest.approx(0.95)
+        # Every mask rejected and EV says absent: a verified negative, without masks.
+        blue = pairs["blue car"]
+        assert blue.state == PairState.NEGATIVE and blue.is_exhaustive is True
+        assert "EV absent p=0.990" in (blue.state_reason or "")
+        # Rejected masks but EV not sure the tree is absent: a person looks.
+        assert pairs["tree"].state == PairState.IN_REVIEW
+        # An uncertain second mask sends the umbrella to review, with no automatic masks.
+        umbrella = pairs["striped umbrella"]
+        if session.query(Proposal).filter(Proposal.pair_id == umbrella.id).count() > 1:
+            assert umbrella.state == PairState.IN_REVIEW
+            assert "uncertain" in (umbrella.state_reason or "")
+        in_review = {p.id for p in pairs.values() if p.state == PairState.IN_REVIEW}
+        assert {t.pair_id for t in session.scalars(select(ReviewTask))} == in_review
+        assert session.query(Annotation).count() == n_red
+
+
+def test_running_every_stage_twice_adds_nothing(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    fakes.MV_SCRIPT.update({"red car": [0.95], "blue car": [0.05]})
+    fakes.EV_SCRIPT.update({"red car": 0.97, "blue car": 0.99})
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(session, "shapes", make_config(scripted=True)).id
+    # Each stage item twice in a row, in separate transactions.
+    while True:
+        with session_scope(engine) as session:
+            ready = jobs.next_items(session, job_id)
+        if not ready:
+            break
+        for image_id, stage in ready:
+            for _ in range(2):
+                with session_scope(engine) as session:
+                    run_stage(session, job_id, image_id, stage)
+    with session_scope(engine) as session:
+        assert jobs.finish_if_done(session, job_id)
+    counts = table_counts(engine)
+    rows = dataset_rows(engine, _dataset_id(engine, "shapes"))
+    calls = dict(fakes.CALLS)
+    # Even with every item back to pending (a task delivered again after its worker died), the
+    # stages find their work recorded and insert nothing.
+    with session_scope(engine) as session:
+        session.execute(update(JobItem).values(status=JobItemStatus.PENDING))
+        session.execute(update(Job).values(status=JobStatus.RUNNING))
+    assert run_job_inline(engine, job_id) == JobStatus.DONE
+    assert table_counts(engine) == counts
+    assert dataset_rows(engine, _dataset_id(engine, "shapes")) == rows
+    assert calls == fakes.CALLS  # nothing was verified again
+
+
+def test_cancel_then_resume_gives_the_rows_of_an_uninterrupted_run(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "once", image_dir, alt_text_file)
+    add_dataset(engine, "twice", image_dir, alt_text_file)
+    fakes.MV_SCRIPT.update({"red car": [0.95], "tree": [0.05]})
+    fakes.EV_SCRIPT.update({"red car": 0.97, "tree": 0.99})
+    config = make_config(scripted=True, captioner=False, hard_negatives=False)
+    launch_job(engine, "once", config)
+
+    seen: list[int] = []
+
+    def cancel_midway(state: jobs.JobProgress) -> None:
+        seen.append(state.finished)
+        if state.finished >= 6 and state.status == JobStatus.RUNNING:
+            with session_scope(engine) as session:
+                jobs.cancel_job(session, state.job_id)
+
+    from annotator.pipeline import runner
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(runner, "_PROGRESS_EVERY_S", 0.0)
+    try:
+        job_id, status = launch_job(engine, "twice", config, progress=cancel_midway)
+    finally:
+        monkey.undo()
+    assert status == JobStatus.CANCELLED
+    with session_scope(engine) as session:
+        left = mining.unfinished_count(session, job_id)
+        assert 0 < left < 4 * 5
+        with pytest.raises(ConflictError, match="already cancelled"):
+            jobs.cancel_job(session, job_id)
+        assert jobs.next_items(session, job_id) == []  # a cancelled job offers no work
+    assert relaunch_job(engine, job_id) == JobStatus.DONE
+    with session_scope(engine) as session:
+        with pytest.raises(ConflictError, match="nothing left to run"):
+            jobs.resume_job(session, job_id)
+        attempts = session.scalars(select(JobItem.attempts).where(JobItem.job_id == job_id)).all()
+    assert set(attempts) == {1}  # nothing ran twice
+    once = dataset_rows(engine, _dataset_id(engine, "once"))
+    twice = dataset_rows(engine, _dataset_id(engine, "twice"))
+    assert once == twice and len(once) >= 6
+
+
+def test_queued_job_cancels_at_once_and_running_job_settles(
+    engine: Engine, image_dir: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "shapes", image_dir, None)
+    with session_scope(engine) as session:
+        job = jobs.create_mining_job(session, "shapes", make_config(scripted=True, captioner=False))
+        assert jobs.cancel_job(session, job.id).status == JobStatus.CANCELLED
+        job2 = jobs.create_mining_job(
+            session, "shapes", make_config(scripted=True, captioner=False, images="all")
+        )
+        jobs.start_job(session, job2.id)
+        assert jobs.cancel_job(session, job2.id).status == JobStatus.CANCELLING
+        run_stage(session, job2.id, 1, "ingest")  # a cancelling job starts nothing
+        assert mining.item_status(session, job2.id, 1, "ingest") == JobItemStatus.PENDING
+        assert jobs.finish_if_done(session, job2.id)
+        assert mining.job_status(session, job2.id) == JobStatus.CANCELLED
+
+
+def test_transient_error_is_retried_and_a_model_that_cannot_load_fails_the_job(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    fakes.FAILURES["verify"] = 1
+    job_id, status = launch_job(engine, "shapes", make_config(scripted=True, captioner=False))
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        verify = session.scalars(
+            select(JobItem).where(
+                JobItem.job_id == job_id, JobItem.stage == "verify", JobItem.attempts == 2
+            )
+        ).all()
+        assert len(verify) == 1 and verify[0].status == JobItemStatus.DONE
+        assert verify[0].error is None  # a success clears the transient error
+
+    add_dataset(engine, "other", image_dir, alt_text_file)
+    broken = make_config(scripted=True, captioner=False)
+    broken = broken.model_copy(
+        update={"proposer": broken.proposer.model_copy(update={"model": str(tmp_path / "missing")})}
+    )
+    job_id, status = launch_job(engine, "other", broken)
+    assert status == JobStatus.FAILED
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and "propose" in (job.error or "") and job.finished_at
+
+
+def test_next_items_and_ready_after_follow_stage_order_and_the_parse_barrier(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(
+            session, "shapes", make_config(scripted=True, captioner=False)
+        ).id
+        ids = sorted(session.scalars(select(Image.id)))
+        assert jobs.next_items(session, job_id) == [(i, "ingest") for i in ids]
+        for i in ids:
+            run_stage(session, job_id, i, "ingest")
+        assert jobs.ready_after(session, job_id, ids[0], "ingest") == [(ids[0], "parse")]
+        assert jobs.next_items(session, job_id) == [(i, "parse") for i in ids]
+        run_stage(session, job_id, ids[0], "parse")
+        # Hard negatives need the whole job's vocabulary: propose waits for every parse.
+        assert jobs.ready_after(session, job_id, ids[0], "parse") == []
+        assert jobs.next_items(session, job_id, limit=2) == [(ids[1], "parse"), (ids[2], "parse")]
+        for i in ids[1:]:
+            run_stage(session, job_id, i, "parse")
+        assert jobs.ready_after(session, job_id, ids[-1], "parse") == [(i, "propose") for i in ids]
+        with pytest.raises(Exception, match="unknown stage"):
+            run_stage(session, job_id, ids[0], "paint")
