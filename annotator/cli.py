@@ -339,5 +339,131 @@ def versions_list(name: Annotated[str, typer.Argument(help="Dataset.")]) -> None
     console.print(table if versions else f"dataset {name!r} has no versions yet")
 
 
+# -------------------------------------------------------------------------------------- worker
+
+
+@app.command("worker")
+@handle_errors
+def worker_cmd(
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated queues to consume: gpu, cpu.")
+    ] = "gpu,cpu",
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", help="Processes (default: 1 with gpu, else one per core)."
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Celery pool: solo (default at concurrency 1), prefork, threads."),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING ...")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Worker name (default: queues.pid@host).")
+    ] = None,
+) -> None:
+    """Run a Celery worker for mining jobs (needs ANNOTATOR_BROKER_URL). GPU: one per GPU."""
+    from workers.worker import run_worker, worker_argv
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    run_worker(worker_argv(names, concurrency, pool, loglevel, hostname))
+
+
+# images add, mine, jobs ...: defined in their own module, registered on `app` when imported.
+from annotator import cli_jobs  # noqa: E402, F401
+
+# -------------------------------------------------------------------------------------- review
+
+review_app = typer.Typer(help="Human review in Label Studio.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+def _label_studio_client() -> Any:
+    from annotator.integrations.label_studio import make_client
+
+    settings = get_settings()
+    return make_client(settings.label_studio_url, settings.label_studio_token)
+
+
+@review_app.command("push")
+@handle_errors
+def review_push(
+    name: Annotated[str, typer.Argument(help="Dataset.")],
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=5000, help="Tasks per Label Studio import request.")
+    ] = 100,
+) -> None:
+    """Send the dataset's open review tasks to its Label Studio project (created on first use,
+    with the webhook to ANNOTATOR_PUBLIC_URL). Running it again sends only new tasks."""
+    from annotator.services.review import push_dataset
+
+    engine = ready_engine()
+    client = _label_studio_client()
+    with console.status(f"pushing review tasks of {name!r} to {client.base_url} ..."):
+        result = push_dataset(engine, name, client, batch_size=batch_size)
+    created = " (new project)" if result.project_created else ""
+    console.print(
+        f"Label Studio project {result.project_id}{created}: {result.created:,} tasks sent, "
+        f"{result.adopted:,} adopted from an interrupted push, "
+        f"{result.refreshed:,} image URLs renewed"
+    )
+    for problem in result.skipped:
+        err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+
+
+@review_app.command("sync")
+@handle_errors
+def review_sync(name: Annotated[str, typer.Argument(help="Dataset.")]) -> None:
+    """Bring every reviewer decision in Label Studio home (whatever the webhook missed)."""
+    from annotator.db.session import session_scope
+    from annotator.services.review import sync_dataset
+
+    engine = ready_engine()
+    client = _label_studio_client()
+    with (
+        console.status(f"syncing reviews of {name!r} from {client.base_url} ..."),
+        session_scope(engine) as session,
+    ):
+        result = sync_dataset(session, name, client)
+    console.print(
+        f"{result.tasks:,} tasks read: {result.applied:,} annotations applied, "
+        f"{result.unchanged:,} unchanged, {result.deleted:,} deletions recorded, "
+        f"{result.skipped:,} skipped by the reviewer"
+    )
+    if result.missing:
+        ids = ", ".join(result.missing[:10]) + (" ..." if len(result.missing) > 10 else "")
+        err_console.print(
+            f"[yellow]warning:[/] {len(result.missing):,} sent tasks no longer exist in Label "
+            f"Studio (ids {ids})",
+            highlight=False,
+        )
+
+
+# --------------------------------------------------------------------------------------- serve
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the API (image URLs and the Label Studio webhook) with uvicorn."""
+    import uvicorn
+
+    ready_engine()  # refuse to start on a database that is not migrated
+    uvicorn.run(
+        "web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -26,13 +26,26 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     database_url: str = "sqlite:///./annotator.db"
     broker_url: str | None = None
+    # Celery (workers/app.py). A task running longer than the hard limit is killed; a message
+    # unacknowledged for longer than the visibility timeout (its worker died) is delivered
+    # again, so the timeout must exceed the hard limit or a slow task would run twice.
+    task_time_limit_s: int = Field(default=1800, ge=1)
+    broker_visibility_timeout_s: int = Field(default=7200, ge=1)
     media_root: Path = Path("./media")
+    # Images: larger ones are refused (a decompression bomb must not take a worker's memory);
+    # downloads are bounded in size and time.
+    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    download_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    download_timeout_s: float = Field(default=30.0, gt=0)
 
     label_studio_url: str | None = None
     label_studio_token: str | None = None
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     # Base URL under which Label Studio reaches our API (signed image URLs).
     public_url: str = "http://127.0.0.1:8000"
+    # Lifetime of the signed image URLs inside review tasks (`annotator review push` renews
+    # those of pending tasks when less than half of it is left).
+    review_url_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     proposer: str = "sam3"

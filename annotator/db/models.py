@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -313,6 +314,16 @@ class Verification(Base):
         ),
         CheckConstraint("p_accept >= 0 AND p_accept <= 1", name="p_accept_range"),
         UniqueConstraint("pair_id", "proposal_id", "kind", "model_version"),
+        # NULLs are distinct in the constraint above, so EV rows (no proposal) need their own.
+        Index(
+            "uq_verifications_ev",
+            "pair_id",
+            "kind",
+            "model_version",
+            unique=True,
+            sqlite_where=text("proposal_id IS NULL"),
+            postgresql_where=text("proposal_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -341,10 +352,30 @@ class ReviewTask(Base):
     status: Mapped[ReviewTaskStatus] = mapped_column(
         _enum(ReviewTaskStatus, "review_task_status"), default=ReviewTaskStatus.OPEN
     )
+    # Written (and committed) before the task is sent to the review backend and sent along
+    # with it, so a push interrupted between the backend's answer and our commit is adopted,
+    # not sent twice.
+    push_token: Mapped[str | None] = mapped_column(String(64))
+    # When the signed image URL inside the pushed task stops working (a push renews it).
+    url_expires_at: Mapped[datetime | None] = _ts(nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class ReviewProject(Base):
+    """The review backend's project that holds a dataset's review tasks (one per backend)."""
+
+    __tablename__ = "review_projects"
+    __table_args__ = (UniqueConstraint("dataset_id", "backend"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    backend: Mapped[str] = mapped_column(String(32), default="label_studio")
+    external_id: Mapped[str] = mapped_column(String(128))
+    webhook_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class User(Base):
@@ -374,6 +405,7 @@ class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (
         CheckConstraint("lead_time_s IS NULL OR lead_time_s >= 0", name="lead_time_nonnegative"),
+        Index("ix_reviews_external", "external_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -390,6 +422,9 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     lead_time_s: Mapped[float | None] = mapped_column(Float)
     external_id: Mapped[str | None] = mapped_column(String(128))
+    # Which revision of the external annotation this row came from (its ``updated_at``), so
+    # a replayed webhook or a second sync of the same revision changes nothing.
+    external_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     superseded_at: Mapped[datetime | None] = _ts(nullable=True)
 
@@ -406,6 +441,14 @@ class Annotation(Base):
         CheckConstraint("(source <> 'human') OR (review_id IS NOT NULL)", name="human_has_review"),
         Index("ix_annotations_dataset_current", "dataset_id", "superseded_at"),
         Index("ix_annotations_pair", "pair_id"),
+        # Routing accepts a proposal at most once (a re-run stage inserts nothing).
+        Index(
+            "uq_annotations_auto_proposal",
+            "proposal_id",
+            unique=True,
+            sqlite_where=text("source = 'auto'"),
+            postgresql_where=text("source = 'auto'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
