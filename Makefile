@@ -1,4 +1,4 @@
-.PHONY: setup lint format test main bench-export
+.PHONY: setup lint format test main bench-export bench-pipeline
 
 setup:
 	bash scripts/setup.sh
@@ -20,3 +20,6 @@ main:
 
 bench-export:
 	.venv/bin/python bench/export.py
+
+bench-pipeline:
+	.venv/bin/python bench/pipeline.py

@@ -28,4 +28,14 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP install --quiet -e ".[all,dev]"
+# The tests validate docker-compose.yml with `docker compose config` (or Debian's docker-compose
+# 1.29, which needs no Docker daemon). Install the latter when neither is present and this is a
+# Debian machine we may administer: about a dozen small python3 packages, ~10 s. Best effort:
+# without it the compose test checks the file's structure only and says why.
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose \
+      >/dev/null 2>&1 || echo "note: could not install docker-compose (apt)" >&2
+  fi
+fi
 echo "annotator installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

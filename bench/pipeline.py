@@ -1,0 +1,450 @@
+"""Benchmark a mining job through Celery, real Redis and real PostgreSQL: images/s and the
+per-image engine overhead, split by stage.
+
+Engine overhead is everything a worker does for an image except the model forward: decoding
+and preprocessing the image, queueing (publish, delivery, acknowledgement), mask thresholding,
+RLE encoding, rendering verifier prompts, the database reads and writes. It is measured, not
+modelled: one worker (``--pool solo``, one process, ``torch`` on one thread: one CPU core)
+consumes both queues in this process; every task's wall time is recorded
+(``task_prerun``/``task_postrun``) and so is the time spent inside outermost ``torch.nn.Module``
+calls (the model forwards, the vision pass, every decoding step of ``generate``). Overhead is
+wall time minus forward time; the time between tasks (broker round trips, idle) is its own row.
+
+The models are the tiny random-initialised ones of the tests (``tests/models``), so the forward
+times here mean nothing; the overhead does not depend on them. The SAM 3 proposer keeps up to
+``--masks`` instances per phrase (score threshold 0, the tiny detector has 20 queries) and
+every image has one concept (its alt-text; ``max_concepts 1``; hard negatives off), so each
+image carries ``--masks`` masks through propose, verify (one MV question per mask) and route.
+The captioner runs on every image (``caption_when_alt_text``).
+
+Needs the PostgreSQL server (``ANNOTATOR_TEST_POSTGRES_URL``, default the local trust-auth
+server; a database is created and dropped) and Redis (``--redis``, a database number that is
+flushed). Results go in docs/benchmarks.md.
+
+    .venv/bin/python bench/pipeline.py                      # 100 images, 640x480, 20 masks
+    .venv/bin/python bench/pipeline.py --images 300 --size 1024x768
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+import torch  # noqa: E402
+from celery.signals import task_postrun, task_prerun  # noqa: E402
+from PIL import Image  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from tests.models.tiny import VOCAB_WORDS, build_tiny_sam3  # noqa: E402
+from tests.models.tiny_vlm import build_tiny_vlm  # noqa: E402
+
+TARGET_MS = 20.0
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ANNOTATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+ADJECTIVES = ["red", "blue", "green", "yellow", "striped", "white", "black", "small", "wooden"]
+NOUNS = ["cat", "dog", "umbrella", "car", "tree", "house", "bicycle", "bottle", "chair", "cup"]
+
+
+# --------------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class StageTimes:
+    tasks: int = 0
+    wall_s: float = 0.0
+    forward_s: float = 0.0
+    rle_s: float = 0.0
+    # Inside backend calls (propose, caption, parse, verify_*), forwards included.
+    backend_s: float = 0.0
+    # The stage function (run_stage: its transaction's work before COMMIT), backends included.
+    stage_fn_s: float = 0.0
+
+
+@dataclass
+class Recorder:
+    """Per-task wall time, and forward/RLE time attributed to the task running on the thread."""
+
+    stages: dict[str, StageTimes] = field(default_factory=lambda: defaultdict(StageTimes))
+    first_start: float | None = None
+    last_end: float = 0.0
+    _local: threading.local = field(default_factory=threading.local)
+
+    def current(self) -> StageTimes | None:
+        name = getattr(self._local, "stage", None)
+        return self.stages[name] if name else None
+
+    def on_prerun(self, task: Any = None, **_: Any) -> None:
+        now = time.perf_counter()
+        self.first_start = self.first_start or now
+        self._local.stage = str(task.name).rsplit(".", 1)[-1]
+        self._local.start = now
+
+    def on_postrun(self, **_: Any) -> None:
+        now = time.perf_counter()
+        stage = self.current()
+        if stage is not None:
+            stage.tasks += 1
+            stage.wall_s += now - self._local.start
+        self._local.stage = None
+        self.last_end = now
+
+    def reset(self) -> None:
+        self.stages.clear()
+        self.first_start = None
+        self.last_end = 0.0
+
+
+@contextmanager
+def instrumented(recorder: Recorder) -> Iterator[None]:
+    """Time outermost ``nn.Module`` calls (model forwards), RLE encoding and the stage function
+    per task."""
+    import workers.tasks as tasks_module
+    from annotator import masks as mask_ops
+
+    original_call = torch.nn.Module.__call__
+    original_encode = mask_ops.encode_many
+    original_run_stage = tasks_module.run_stage
+    depth = threading.local()
+
+    def timed_run_stage(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_run_stage(*args, **kwargs)
+        finally:
+            stage = recorder.current()
+            if stage is not None:
+                stage.stage_fn_s += time.perf_counter() - start
+
+    def timed_call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        level = getattr(depth, "level", 0)
+        if level:
+            return original_call(module, *args, **kwargs)
+        depth.level = 1
+        start = time.perf_counter()
+        try:
+            return original_call(module, *args, **kwargs)
+        finally:
+            depth.level = 0
+            stage = recorder.current()
+            if stage is not None:
+                stage.forward_s += time.perf_counter() - start
+
+    def timed_encode(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_encode(*args, **kwargs)
+        finally:
+            stage = recorder.current()
+            if stage is not None:
+                stage.rle_s += time.perf_counter() - start
+
+    def timed_backend(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                stage = recorder.current()
+                if stage is not None:
+                    stage.backend_s += time.perf_counter() - start
+
+        return call
+
+    backend_methods = _backend_methods()
+    for cls, name, method in backend_methods:
+        setattr(cls, name, timed_backend(method))
+    torch.nn.Module.__call__ = timed_call  # type: ignore[method-assign]
+    mask_ops.encode_many = timed_encode
+    tasks_module.run_stage = timed_run_stage
+    task_prerun.connect(recorder.on_prerun, weak=False)
+    task_postrun.connect(recorder.on_postrun, weak=False)
+    try:
+        yield
+    finally:
+        torch.nn.Module.__call__ = original_call  # type: ignore[method-assign]
+        mask_ops.encode_many = original_encode
+        tasks_module.run_stage = original_run_stage
+        for cls, name, method in backend_methods:
+            setattr(cls, name, method)
+        task_prerun.disconnect(recorder.on_prerun)
+        task_postrun.disconnect(recorder.on_postrun)
+
+
+def _backend_methods() -> list[tuple[type, str, Any]]:
+    """The model-contract methods of the backends this bench runs (see annotator.backends)."""
+    from annotator.miners.captioner import VlmCaptioner
+    from annotator.miners.parsers import OfflineParser
+    from annotator.miners.sam3 import Sam3Proposer
+    from annotator.verifiers.vlm import VlmVerifier
+
+    names = {
+        Sam3Proposer: ("propose",),
+        VlmCaptioner: ("caption",),
+        OfflineParser: ("parse",),
+        VlmVerifier: ("verify_masks", "verify_pairs"),
+    }
+    return [(cls, n, getattr(cls, n)) for cls, ns in names.items() for n in ns]
+
+
+# ------------------------------------------------------------------------------------ set up
+
+
+@contextmanager
+def bench_database() -> Iterator[str]:
+    from annotator.db import migrate
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"annotator_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        from annotator.db.session import get_engine
+
+        get_engine.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def write_images(directory: Path, count: int, size: tuple[int, int]) -> dict[str, str]:
+    """JPEG photos-to-be (noise and flat shapes) and one alt-text phrase per image."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    alt: dict[str, str] = {}
+    for i in range(count):
+        pixels = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
+        for _ in range(4):
+            x, y = rng.integers(0, width - 60), rng.integers(0, height - 60)
+            w, h = rng.integers(30, width // 3), rng.integers(30, height // 3)
+            pixels[y : y + h, x : x + w] = rng.integers(60, 255, size=3, dtype=np.uint8)
+        name = f"img{i:05d}.jpg"
+        Image.fromarray(pixels).save(directory / name, quality=90)
+        alt[name] = f"a {ADJECTIVES[i % len(ADJECTIVES)]} {NOUNS[(i // 3) % len(NOUNS)]}"
+    assert all(w in VOCAB_WORDS for w in ADJECTIVES + NOUNS)
+    return alt
+
+
+def job_config(models: dict[str, Path], masks: int) -> dict[str, Any]:
+    return {
+        "proposer": {
+            "name": "sam3",
+            "model": str(models["sam3"]),
+            "options": {"score_threshold": 0.0, "max_instances": masks},
+        },
+        "captioner": {"name": "vlm", "model": str(models["vlm"]), "options": {"max_new_tokens": 8}},
+        "parser": {"name": "offline"},
+        "verifier": {"name": "vlm", "model": str(models["vlm"])},
+        "device": "cpu",
+        "images": "all",
+        "max_concepts": 1,
+        "hard_negatives": False,
+        "caption_when_alt_text": True,
+        "routing": {"accept_above": 0.6, "reject_below": 0.4},
+    }
+
+
+def run_job(dataset: str, config: dict[str, Any], timeout_s: float) -> tuple[int, float, float]:
+    """Launch through the broker, wait; returns (job id, enqueue seconds, seconds to done)."""
+    from annotator.db.models import JobStatus
+    from annotator.db.session import get_engine, session_scope
+    from annotator.pipeline.config import MiningConfig
+    from annotator.pipeline.runner import launch_job
+    from annotator.services import jobs
+
+    engine = get_engine()
+    start = time.perf_counter()
+    job_id, _ = launch_job(engine, dataset, MiningConfig.model_validate(config))
+    enqueued = time.perf_counter() - start
+    deadline = start + timeout_s
+    while True:
+        with session_scope(engine) as session:
+            status = jobs.job_progress(session, job_id).status
+        if status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+            break
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"job {job_id} did not finish in {timeout_s}s")
+        time.sleep(0.05)
+    if status != JobStatus.DONE:
+        raise SystemExit(f"job {job_id} ended {status.value}")
+    return job_id, enqueued, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------- reporting
+
+
+def _row(label: str, t: StageTimes, per: float) -> tuple[str, ...]:
+    """ms per image (see the module docstring and docs/benchmarks.md)."""
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * per:.1f}"
+
+    return (
+        label,
+        str(t.tasks),
+        ms(t.wall_s),
+        ms(t.forward_s),
+        ms(t.backend_s - t.forward_s) if t.backend_s else "",
+        ms(t.rle_s) if t.rle_s else "",
+        ms(t.stage_fn_s - t.backend_s),
+        ms(t.wall_s - t.stage_fn_s),
+        ms(t.wall_s - t.forward_s),
+    )
+
+
+def report(
+    recorder: Recorder,
+    images: int,
+    masks_per_image: float,
+    enqueue_s: float,
+    elapsed_s: float,
+    args: argparse.Namespace,
+) -> None:
+    from workers.tasks import STAGE_QUEUES
+
+    per = 1000.0 / images
+    rows = []
+    total = StageTimes()
+    for stage in STAGE_QUEUES:
+        t = recorder.stages.get(stage, StageTimes())
+        for name in ("tasks", "wall_s", "forward_s", "rle_s", "backend_s", "stage_fn_s"):
+            setattr(total, name, getattr(total, name) + getattr(t, name))
+        rows.append(_row(f"{stage} ({STAGE_QUEUES[stage]})", t, per))
+    busy = (recorder.last_end - recorder.first_start) if recorder.first_start else 0.0
+    gap = max(busy - total.wall_s, 0.0)
+    gap_ms = f"{gap * per:.1f}"
+    rows.append(("between tasks (broker, idle)", "", gap_ms, "", "", "", "", gap_ms, gap_ms))
+    # The time between tasks is queueing too: part of the wall time and of the overhead.
+    total.wall_s += gap
+    overhead = (total.wall_s - total.forward_s) * per
+    rows.append(_row("total", total, per))
+    header = (
+        "stage (queue)", "tasks", "wall", "model forward", "backend pre/post", "of which RLE",
+        "stage logic + DB", "task wrapper + broker", "engine overhead",
+    )  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print(
+        f"\nbench/pipeline.py: {images} images {args.size}, {masks_per_image:.1f} masks/image, "
+        f"1 worker (solo pool, torch threads 1), Redis + PostgreSQL on 127.0.0.1; "
+        "times in ms per image"
+    )
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print(
+        f"\nimages/s (tiny models on this CPU): {images / elapsed_s:.1f}   "
+        f"job wall time {elapsed_s:.2f} s (enqueue {enqueue_s * 1000:.0f} ms)"
+    )
+    verdict = "meets" if overhead < TARGET_MS else "MISSES"
+    print(
+        f"engine overhead: {overhead:.1f} ms per image per CPU core -> {verdict} the "
+        f"{TARGET_MS:.0f} ms target ({1000 / overhead:.0f} images/s per core without forwards)"
+    )
+    print("reproduce: " + shlex.join([".venv/bin/python", "bench/pipeline.py", *sys.argv[1:]]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--masks", type=int, default=20, help="masks per image (at most 20)")
+    parser.add_argument("--size", default="640x480", help="image size WxH")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--timeout", type=float, default=1200.0)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, bench_database() as db:
+        work = Path(tmp)
+        client = redis.Redis.from_url(args.redis)
+        client.flushdb()
+        os.environ.update(
+            {
+                "ANNOTATOR_DATABASE_URL": db,
+                "ANNOTATOR_BROKER_URL": args.redis,
+                "ANNOTATOR_MEDIA_ROOT": str(work / "media"),
+                "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        )
+        from annotator.config import get_settings
+
+        get_settings.cache_clear()
+        from celery.contrib.testing.worker import start_worker
+
+        from annotator.db.models import Proposal
+        from annotator.db.session import session_scope
+        from annotator.services.images import add_images
+        from workers.app import QUEUES, bind_settings
+
+        models = {
+            "sam3": build_tiny_sam3(work / "sam3", seed=0),
+            "vlm": build_tiny_vlm(work / "vlm"),
+        }
+        config = job_config(models, args.masks)
+        for name, count in (("warmup", 3), ("bench", args.images)):
+            directory = work / name
+            directory.mkdir()
+            alt = write_images(directory, count, (width, height))
+            with session_scope() as session:
+                add_images(session, name, [str(directory)], alt_text=alt)
+
+        app = bind_settings()
+        import workers.tasks  # noqa: F401  (registers the tasks)
+
+        recorder = Recorder()
+        with (
+            instrumented(recorder),
+            start_worker(
+                app,
+                pool="solo",
+                concurrency=1,
+                perform_ping_check=False,
+                queues=list(QUEUES),
+                loglevel="WARNING",
+                shutdown_timeout=30,
+            ),
+        ):
+            run_job("warmup", config, args.timeout)  # loads the models, warms the caches
+            recorder.reset()
+            job_id, enqueue_s, elapsed_s = run_job("bench", config, args.timeout)
+        with session_scope() as session:
+            n_masks = session.scalar(
+                select(func.count()).select_from(Proposal).where(Proposal.job_id == job_id)
+            )
+        client.flushdb()
+        report(recorder, args.images, (n_masks or 0) / args.images, enqueue_s, elapsed_s, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Celery tasks: thin wrappers around the pipeline stages, declared with one decorator.
+
+Each stage of a mining job is one task, ``annotator.stage.<stage>(job_id, image_id)``, routed to
+the ``gpu`` or ``cpu`` queue (:data:`STAGE_QUEUES`). A task owns its transaction: it runs the
+stage function in a session, commits, and only then sends the tasks that became ready (enqueue
+after commit, :mod:`workers.outbox`). Stages are idempotent (a stage whose work is recorded
+returns early), so stage tasks acknowledge late: a message whose worker died is delivered again
+and the rerun completes the work without duplicating rows.
+
+A task for a cancelled job returns without work (``run_stage`` checks the job's status), which
+is how cancelling revokes the messages already queued: they are consumed and dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+
+from annotator.db import mining
+from annotator.db.models import JobItemStatus, JobStatus
+from annotator.pipeline.runner import SYSTEMIC
+from annotator.pipeline.stages import STAGES, run_stage
+from annotator.services import jobs
+from workers.app import CPU_QUEUE, GPU_QUEUE, TASK_QUEUES, app
+from workers.outbox import Outbox, transaction
+
+log = logging.getLogger(__name__)
+
+# Worth retrying: the database or the broker was unreachable, a deadlock or serialization
+# failure (OperationalError on PostgreSQL), a pool timeout. Never bad input: an IntegrityError,
+# a DataError, a ValueError from a corrupt image are the same on every attempt.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+DEFAULT_MAX_RETRIES = 5
+BACKOFF_FACTOR_S = 2
+BACKOFF_MAX_S = 300
+
+GiveUp = Callable[..., None]
+
+
+def task(
+    name: str,
+    *,
+    queue: str,
+    idempotent: bool,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+    on_give_up: GiveUp | None = None,
+) -> Callable[[Callable[..., None]], Task]:
+    """Declare a Celery task; every task of the engine is declared with this decorator.
+
+    - ``name``: dotted, stable (it is what travels in messages), e.g. ``annotator.stage.propose``.
+    - ``queue``: ``gpu`` or ``cpu``; the app routes the task there.
+    - ``idempotent``: the task may run twice with the same arguments without harm. Only then is
+      its message acknowledged after it finishes (``acks_late``), so a worker that dies
+      mid-task leaves it to be delivered again; otherwise it is acknowledged on receipt.
+    - Arguments are integer ids only (rows are read inside the task, in its own transaction).
+    - Transient errors (``retry_on``, default :data:`TRANSIENT_ERRORS`) are retried
+      ``max_retries`` times with exponential backoff and full jitter; then
+      ``on_give_up(*ids, exc)`` records the failure and the error propagates. Any other error
+      propagates at once: bad input is never retried.
+    """
+    if queue not in (GPU_QUEUE, CPU_QUEUE):
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def decorate(fn: Callable[..., None]) -> Task:
+        TASK_QUEUES[name] = queue
+
+        @functools.wraps(fn)
+        def run(self: Task, *ids: Any) -> None:
+            bad = [i for i in ids if type(i) is not int]
+            if bad:
+                raise TypeError(f"{name} takes integer ids only, got {bad!r}")
+            try:
+                fn(*ids)
+            except retry_on as exc:
+                retries = self.request.retries
+                if retries >= max_retries:
+                    log.error("%s%r: giving up after %d retries: %s", name, ids, retries, exc)
+                    if on_give_up is not None:
+                        on_give_up(*ids, exc)
+                    raise
+                countdown = get_exponential_backoff_interval(
+                    BACKOFF_FACTOR_S, retries, BACKOFF_MAX_S, full_jitter=True
+                )
+                log.warning("%s%r: %s; retry %d in %ss", name, ids, exc, retries + 1, countdown)
+                raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries) from exc
+
+        return app.task(
+            run,
+            name=name,
+            bind=True,
+            acks_late=idempotent,
+            # A pool process killed under a task (OOM, segfault) fails the task instead of
+            # requeueing it: an image that kills its worker would otherwise loop forever. The
+            # item stays unfinished and ``annotator jobs resume`` sends it again. (A whole
+            # worker that dies leaves its message unacknowledged: Redis delivers it again.)
+            reject_on_worker_lost=False,
+            max_retries=max_retries,
+            ignore_result=True,
+            typing=True,
+        )
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------- stages
+
+# Model forwards on the GPU; decoding, parsing and routing on the CPU (DESIGN "Pipeline").
+STAGE_QUEUES: dict[str, str] = {
+    "ingest": CPU_QUEUE,
+    "caption": GPU_QUEUE,
+    "parse": CPU_QUEUE,
+    "propose": GPU_QUEUE,
+    "verify": GPU_QUEUE,
+    "route": CPU_QUEUE,
+}
+if set(STAGE_QUEUES) != set(STAGES):  # pragma: no cover - caught by the import in any test
+    raise RuntimeError(f"STAGE_QUEUES {sorted(STAGE_QUEUES)} != STAGES {sorted(STAGES)}")
+
+
+def stage_task_name(stage: str) -> str:
+    return f"annotator.stage.{stage}"
+
+
+class AttemptFailed(Exception):
+    """A stage item failed with an unexpected error and the job allows another attempt
+    (``max_attempts``, counted on the item): the task is retried with backoff."""
+
+
+def _run_item(stage: str, job_id: int, image_id: int) -> None:
+    """One stage item: run it in its own transaction, then send what became ready."""
+    try:
+        with transaction() as (session, outbox):
+            # Returns early when the item is finished or the job is no longer active
+            # (cancelled): that is how queued messages of a cancelled job are dropped.
+            run_stage(session, job_id, image_id, stage)
+            # Usually the image's next stage, seen in this transaction; sent after COMMIT.
+            _add_stage_messages(outbox, job_id, jobs.ready_after(session, job_id, image_id, stage))
+            followed = len(outbox) > 0
+    except TRANSIENT_ERRORS as exc:
+        _count_attempt(stage, job_id, image_id, exc, best_effort=True)
+        raise
+    except SYSTEMIC as exc:
+        # No retry of one item can fix a model that does not load: the job stops.
+        log.error("job %d failed in %s of image %d: %s", job_id, stage, image_id, exc)
+        with transaction() as (session, _):
+            jobs.fail_job(session, job_id, f"{stage} of image {image_id}: {exc}")
+        return
+    except Exception as exc:
+        # Bad images are recorded by run_stage itself; this is anything else (CUDA out of
+        # memory, a bug): counted on the item, retried while the job's max_attempts allow.
+        log.exception("job %d: %s of image %d failed", job_id, stage, image_id)
+        if _count_attempt(stage, job_id, image_id, exc) == JobItemStatus.PENDING:
+            raise AttemptFailed(_describe(exc)) from exc
+        followed = False
+    if not followed:
+        _advance(stage, job_id, image_id)
+
+
+def _advance(stage: str, job_id: int, image_id: int) -> None:
+    """After the item's COMMIT: send what became ready, or settle the job when nothing did.
+
+    Needed when the item's own transaction saw nothing to follow: the image left the pipeline
+    (last stage, failed, job cancelled), or its next stage waits for other images (every parse
+    before propose, for hard negatives). In a new transaction, of two items finishing at once
+    the later one sees both finished, so nothing waits forever and the job is settled once.
+    """
+    with transaction() as (session, outbox):
+        ready = jobs.ready_after(session, job_id, image_id, stage)
+        _add_stage_messages(outbox, job_id, ready)
+        if not ready:
+            jobs.finish_if_done(session, job_id)
+
+
+def _count_attempt(
+    stage: str, job_id: int, image_id: int, exc: BaseException, *, best_effort: bool = False
+) -> JobItemStatus | None:
+    """Record a failed attempt on the item (its status afterwards). With ``best_effort`` an
+    unreachable database is only logged: the error being handled may be exactly that."""
+    try:
+        with transaction() as (session, _):
+            return jobs.record_failure(session, job_id, image_id, stage, _describe(exc))
+    except TRANSIENT_ERRORS:
+        if not best_effort:
+            raise
+        log.warning("could not record the failed attempt of %s/%d/%d", stage, job_id, image_id)
+        return None
+
+
+def _give_up(stage: str, job_id: int, image_id: int, exc: BaseException) -> None:
+    """Retries exhausted: the item fails (the image's later stages are skipped), the job
+    goes on."""
+    with transaction() as (session, _):
+        jobs.record_failure(session, job_id, image_id, stage, _describe(exc), final=True)
+    _advance(stage, job_id, image_id)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _stage_task(stage: str) -> Task:
+    def body(job_id: int, image_id: int) -> None:
+        _run_item(stage, job_id, image_id)
+
+    def give_up(job_id: int, image_id: int, exc: BaseException) -> None:
+        _give_up(stage, job_id, image_id, exc)
+
+    body.__name__ = body.__qualname__ = f"stage_{stage}"
+    body.__doc__ = f"Run the {stage!r} stage of one image of a mining job."
+    declare = task(
+        stage_task_name(stage),
+        queue=STAGE_QUEUES[stage],
+        idempotent=True,
+        retry_on=(*TRANSIENT_ERRORS, AttemptFailed),
+        on_give_up=give_up,
+    )
+    return declare(body)
+
+
+STAGE_TASKS: dict[str, Task] = {stage: _stage_task(stage) for stage in STAGES}
+
+
+def _add_stage_messages(outbox: Outbox, job_id: int, items: Iterable[tuple[int, str]]) -> None:
+    for image_id, stage in items:
+        outbox.add(stage_task_name(stage), job_id, image_id)
+
+
+# ------------------------------------------------------------------------- job lifecycle
+
+
+def enqueue_job(job_id: int, engine: Engine | None = None) -> int:
+    """Start a queued job (created, or resumed) on the workers: mark it running and send every
+    item that is ready now, after the commit. Returns the number of messages sent.
+
+    Resuming sends only unfinished items; one whose message is still queued runs twice, which
+    is harmless (the second run returns early).
+    """
+    with transaction(engine) as (session, outbox):
+        jobs.start_job(session, job_id)
+        _add_stage_messages(outbox, job_id, jobs.next_items(session, job_id))
+        count = len(outbox)
+    if count == 0:
+        with transaction(engine) as (session, _):
+            jobs.finish_if_done(session, job_id)
+    return count
+
+
+def cancel_job(job_id: int, engine: Engine | None = None) -> JobStatus:
+    """Cancel a job that runs on the workers; returns its status (``cancelled``).
+
+    Workers keep no state about a job, so there is nothing to wait for: the job is settled as
+    cancelled at once. Its queued messages are revoked in effect (each is consumed and dropped
+    by the job-status check), an item in flight finishes and sends nothing further, and
+    ``annotator jobs resume`` continues from the unfinished items.
+    """
+    with transaction(engine) as (session, _):
+        jobs.cancel_job(session, job_id)
+        jobs.finish_if_done(session, job_id)
+        return JobStatus(mining.job_status(session, job_id))
