@@ -150,16 +150,32 @@ def seed(url: str, name: str, n_annotations: int) -> None:
         cur.execute("ANALYZE")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process, or of process ``pid`` (a local server backend)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_streaming(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
     from annotator.db.session import make_engine, session_scope
     from annotator.services.exporting import export_dataset
 
     engine = make_engine(url)
-    start = time.perf_counter()
     with session_scope(engine, snapshot=True) as session, open(out, "wb") as fh:
+        backend = int(session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        cpu0, server0, start = cpu_seconds(), cpu_seconds(backend), time.perf_counter()
         result = export_dataset(session, name, fmt, fh)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "annotations": result.counts["annotations"]}
+        seconds = time.perf_counter() - start
+        cpu, server = cpu_seconds() - cpu0, cpu_seconds(backend) - server0
+    return {
+        "seconds": seconds,
+        "annotations": result.counts["annotations"],
+        "client_cpu_s": cpu,
+        "server_cpu_s": server,
+    }
 
 
 def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
@@ -169,8 +185,9 @@ def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
     from annotator.db.session import make_engine
 
     engine = make_engine(url)
-    start = time.perf_counter()
     with engine.connect() as conn:
+        backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        cpu0, server0, start = cpu_seconds(), cpu_seconds(backend), time.perf_counter()
         ds = conn.execute(text("SELECT id FROM datasets WHERE name = :n"), {"n": name}).scalar_one()
         images = conn.execute(
             text(
@@ -201,6 +218,7 @@ def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
             ),
             {"d": ds},
         ).fetchall()
+        server = cpu_seconds(backend) - server0
     neg: dict[int, list[int]] = {}
     nex: dict[int, list[int]] = {}
     for image_id, concept_id, state, exh in pairs:
@@ -240,7 +258,12 @@ def child_naive(url: str, name: str, fmt: str, out: str) -> dict[str, float]:
     }
     with open(out, "w") as fh:
         json.dump(doc, fh)
-    return {"seconds": time.perf_counter() - start, "annotations": len(anns)}
+    return {
+        "seconds": time.perf_counter() - start,
+        "annotations": len(anns),
+        "client_cpu_s": cpu_seconds() - cpu0,
+        "server_cpu_s": server,
+    }
 
 
 def run_child(kind: str, url: str, name: str, fmt: str, out: str) -> dict[str, float]:
@@ -332,14 +355,23 @@ def main() -> None:
     )
     print(
         f"{'export':<10} {'format':<6} {'annotations':>12} {'seconds':>8} {'ann/s':>10} "
+        f"{'client CPU s':>12} {'server CPU s':>12} "
         f"{'peak RSS MB':>12} {'file MB':>8}"
     )
     for kind, fmt, _n, stats, size_mb in rows:
         rate = stats["annotations"] / stats["seconds"]
         print(
             f"{kind:<10} {fmt:<6} {int(stats['annotations']):>12,} {stats['seconds']:>8.2f} "
-            f"{rate:>10,.0f} {stats['peak_rss_mb']:>12.0f} {size_mb:>8.0f}"
+            f"{rate:>10,.0f} {stats['client_cpu_s']:>12.2f} {stats['server_cpu_s']:>12.2f} "
+            f"{stats['peak_rss_mb']:>12.0f} {size_mb:>8.0f}"
         )
+    print(
+        "client/server CPU s: CPU time of the export process and of its PostgreSQL backend "
+        "(parallel query workers not counted); with other load on the machine, wall time "
+        "grows but these do not."
+    )
+    uptime = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average during the run (1/5/15 min): {' '.join(uptime)}")
     print(f"\nreproduce: .venv/bin/python bench/export.py --sizes {args.sizes}")
 
 
