@@ -30,9 +30,13 @@ __all__ = [
     "RLE",
     "MaskFormatError",
     "area",
+    "areas",
     "bbox",
+    "bboxes",
     "decode",
+    "decode_columns",
     "decode_many",
+    "decode_region",
     "encode",
     "encode_many",
     "from_brush",
@@ -165,14 +169,27 @@ def encode_many(masks: np.ndarray) -> list[RLE]:
     if masks.shape[0] == 0:
         return []
     # pycocotools wants (H, W, N) uint8 0/1 in Fortran order (0/255 would break its encoder).
-    binary = masks if masks.dtype == np.bool_ else masks != 0
-    hwn = np.asfortranarray(binary.transpose(1, 2, 0), dtype=np.uint8)
+    # A bool stack is reinterpreted as uint8 (no copy); one whose (H, W, N) transpose already is
+    # Fortran-ordered (a (N, W, H) C-ordered array seen as (N, H, W)) is not copied at all.
+    binary = masks.view(np.uint8) if masks.dtype == np.bool_ else (masks != 0).view(np.uint8)
+    hwn = np.asfortranarray(binary.transpose(1, 2, 0))
     return [_to_rle(r) for r in mask_utils.encode(hwn)]
 
 
 def decode(rle: RLE) -> BoolArray:
     """Decode one RLE to an ``(H, W)`` bool array (C-contiguous)."""
     return decode_many([rle])[0]
+
+
+def decode_columns(rle: RLE) -> BoolArray:
+    """Decode one RLE to an ``(H, W)`` bool array in column-major (Fortran) order, as
+    pycocotools writes it: :func:`decode` without its transposing copy (for code that reads
+    the mask through views, or hands ``mask.T`` to OpenCV)."""
+    try:
+        hwn = mask_utils.decode([rle])  # (H, W, 1) uint8 0/1, Fortran order
+    except ValueError as exc:
+        raise MaskFormatError(f"cannot decode RLE: {exc}") from exc
+    return hwn[:, :, 0].view(np.bool_)
 
 
 def decode_many(rles: Sequence[RLE]) -> BoolArray:
@@ -190,6 +207,46 @@ def decode_many(rles: Sequence[RLE]) -> BoolArray:
     return np.ascontiguousarray(hwn.transpose(2, 0, 1), dtype=np.bool_)
 
 
+def _foreground_runs(rle: RLE) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Start and end (exclusive) of each foreground run, as column-major pixel indices."""
+    height, width = _size(rle)
+    cnts = _parse_counts(rle["counts"])
+    _validate_counts(cnts, height, width)
+    ends = np.cumsum(cnts)
+    # Runs alternate background / foreground, the first is background.
+    starts, stops = (ends - cnts)[1::2], ends[1::2]
+    keep = stops > starts
+    return starts[keep], stops[keep]
+
+
+def decode_region(rle: RLE, box: tuple[int, int, int, int]) -> BoolArray:
+    """Decode only the ``(x0, y0, x1, y1)`` box (exclusive ends, inside the mask) of one RLE:
+    a ``(y1 - y0, x1 - x0)`` bool array equal to ``decode(rle)[y0:y1, x0:x1]``."""
+    height, width = _size(rle)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+        raise ValueError(f"box {box} is not inside the {height} x {width} mask")
+    starts, stops = _foreground_runs(rle)
+    return _region(starts, stops, height, (x0, y0, x1, y1))
+
+
+def _region(
+    starts: npt.NDArray[np.int64],
+    stops: npt.NDArray[np.int64],
+    height: int,
+    box: tuple[int, int, int, int],
+) -> BoolArray:
+    x0, y0, x1, y1 = box
+    lo, hi = x0 * height, x1 * height
+    keep = (stops > lo) & (starts < hi)
+    first = np.clip(starts[keep], lo, hi) - lo
+    last = np.clip(stops[keep], lo, hi) - lo
+    n = hi - lo
+    edges = np.bincount(first, minlength=n + 1) - np.bincount(last, minlength=n + 1)
+    columns = np.cumsum(edges[:n]) > 0
+    return np.ascontiguousarray(columns.reshape(x1 - x0, height)[:, y0:y1].T)
+
+
 def area(rle: RLE) -> int:
     """Number of foreground pixels."""
     return int(mask_utils.area(rle))
@@ -198,6 +255,21 @@ def area(rle: RLE) -> int:
 def bbox(rle: RLE) -> list[float]:
     """Tight ``[x, y, w, h]`` box in pixels (COCO convention); ``[0, 0, 0, 0]`` if empty."""
     return [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def areas(rles: Sequence[RLE]) -> npt.NDArray[np.int64]:
+    """Foreground pixels of each RLE, ``(N,)`` (one pycocotools call)."""
+    if len(rles) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(mask_utils.area(list(rles)), dtype=np.int64).reshape(len(rles))
+
+
+def bboxes(rles: Sequence[RLE]) -> npt.NDArray[np.float64]:
+    """Tight ``[x, y, w, h]`` boxes of each RLE, ``(N, 4)`` (one pycocotools call); see
+    :func:`bbox`."""
+    if len(rles) == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.asarray(mask_utils.toBbox(list(rles)), dtype=np.float64).reshape(len(rles), 4)
 
 
 def iou_matrix(

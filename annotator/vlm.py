@@ -69,21 +69,54 @@ class VlmRuntime:
         """The processor's tokenizer."""
         return self.processor.tokenizer
 
+    def image_size(self) -> dict[str, int] | None:
+        """The image processor's ``size`` config (``shortest_edge``, ``height``/``width``, ...;
+        unset keys dropped), or ``None`` when it has none."""
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None)
+        if not size or isinstance(size, int | float):
+            return None  # absent, or a bare number whose meaning differs between processors
+        try:
+            items = dict(size).items()  # a dict, or transformers' SizeDict
+        except (TypeError, ValueError):
+            return None
+        return {k: int(v) for k, v in items if isinstance(v, int | float) and v}
+
+    def _already_sized(self, images: Sequence[Image]) -> bool:
+        """Whether the processor's resize would leave every image as it is (a ``shortest_edge``
+        processor and images whose short side is that edge): then it is not run at all."""
+        size = self.image_size()
+        if not size or set(size) != {"shortest_edge"}:
+            return False
+        return all(min(image.size) == size["shortest_edge"] for image in images)
+
+    def chat_text(self, prompt: str) -> str:
+        """The chat-templated text of a one-image prompt (cached: MV asks one prompt per phrase
+        for every mask of the phrase)."""
+        cache: dict[str, str] = self.__dict__.setdefault("_chat_texts", {})
+        text = cache.get(prompt)
+        if text is None:
+            text = self.processor.apply_chat_template(
+                user_message(prompt), add_generation_prompt=True
+            )
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[prompt] = text
+        return text
+
     def encode(self, images: Sequence[Image], prompts: Sequence[str]) -> Any:
         """Batch of chat prompts (one image each), left-padded, on the model's device.
 
         ``pixel_values`` are cast to the model dtype; ``input_ids`` stay ``int64``.
         """
-        texts = [
-            self.processor.apply_chat_template(user_message(p), add_generation_prompt=True)
-            for p in prompts
-        ]
+        texts = [self.chat_text(p) for p in prompts]
+        extra = {"do_resize": False} if self._already_sized(images) else {}
         batch = self.processor(
             images=[[image] for image in images],
             text=texts,
             padding=True,
             padding_side="left",
             return_tensors="pt",
+            **extra,
         )
         batch = batch.to(self.device)
         if "pixel_values" in batch:
@@ -114,10 +147,39 @@ class VlmRuntime:
 
     def next_token_logits(self, images: Sequence[Image], prompts: Sequence[str]) -> torch.Tensor:
         """Logits of the first answer token, ``(B, vocab)`` float32 (one forward, no sampling)."""
+        return self.batch_logits(self.encode(images, prompts))
+
+    def batch_logits(self, batch: Any) -> torch.Tensor:
+        """:meth:`next_token_logits` of an encoded batch (:meth:`encode`)."""
         import torch
 
-        batch = self.encode(images, prompts)
         with torch.inference_mode():
             logits = self.model(**batch).logits
         # Left padding: the last position is the last prompt token for every row.
         return logits[:, -1, :].float()
+
+    def encode_chunks(
+        self, images: Sequence[Image], prompts: Sequence[str], size: int
+    ) -> list[Any]:
+        """:meth:`encode` of ``images[i:i + size]`` for each chunk, the same tensors; when every
+        prompt is the same (MV asks one per phrase, for all its masks) the processor runs once
+        for all of them and the batch is cut into chunks, which is the same thing without the
+        processor's per-call cost: without padding, a row does not depend on the others.
+        Processors whose outputs are not one row per image (flattened patches) are run per
+        chunk."""
+        n = len(images)
+        if n > size and len(set(prompts)) == 1:
+            batch = self.encode(images, prompts)
+            pixels = batch.get("pixel_values")
+            rows_first = all(getattr(v, "shape", (n,))[0] == n for v in batch.values()) and (
+                pixels is None or pixels.ndim >= 4
+            )
+            if rows_first:
+                return [
+                    type(batch)({k: v[start : start + size] for k, v in batch.items()})
+                    for start in range(0, n, size)
+                ]
+        return [
+            self.encode(images[start : start + size], prompts[start : start + size])
+            for start in range(0, n, size)
+        ]

@@ -124,16 +124,20 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
     original_call = torch.nn.Module.__call__
     original_encode = mask_ops.encode_many
     original_run_stage = tasks_module.run_stage
+    original_run_batch = tasks_module.run_stage_batch
     depth = threading.local()
 
-    def timed_run_stage(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original_run_stage(*args, **kwargs)
-        finally:
-            stage = recorder.current()
-            if stage is not None:
-                stage.stage_fn_s += time.perf_counter() - start
+    def timed(function: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                stage = recorder.current()
+                if stage is not None:
+                    stage.stage_fn_s += time.perf_counter() - start
+
+        return run
 
     def timed_call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         level = getattr(depth, "level", 0)
@@ -175,7 +179,8 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
         setattr(cls, name, timed_backend(method))
     torch.nn.Module.__call__ = timed_call  # type: ignore[method-assign]
     mask_ops.encode_many = timed_encode
-    tasks_module.run_stage = timed_run_stage
+    tasks_module.run_stage = timed(original_run_stage)
+    tasks_module.run_stage_batch = timed(original_run_batch)
     task_prerun.connect(recorder.on_prerun, weak=False)
     task_postrun.connect(recorder.on_postrun, weak=False)
     try:
@@ -184,6 +189,7 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
         torch.nn.Module.__call__ = original_call  # type: ignore[method-assign]
         mask_ops.encode_many = original_encode
         tasks_module.run_stage = original_run_stage
+        tasks_module.run_stage_batch = original_run_batch
         for cls, name, method in backend_methods:
             setattr(cls, name, method)
         task_prerun.disconnect(recorder.on_prerun)
@@ -248,8 +254,9 @@ def write_images(directory: Path, count: int, size: tuple[int, int]) -> dict[str
     return alt
 
 
-def job_config(models: dict[str, Path], masks: int) -> dict[str, Any]:
-    return {
+def job_config(models: dict[str, Path], masks: int, batch: int | None = None) -> dict[str, Any]:
+    extra = {} if batch is None else {"batch_size": batch}
+    return extra | {
         "proposer": {
             "name": "sam3",
             "model": str(models["sam3"]),
@@ -380,6 +387,9 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="image size WxH")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--timeout", type=float, default=1200.0)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per stage task (default: the job default)"
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(1)
@@ -404,6 +414,7 @@ def main() -> None:
 
         from annotator.db.models import Proposal
         from annotator.db.session import session_scope
+        from annotator.pipeline.config import MiningConfig
         from annotator.services.images import add_images
         from workers.app import QUEUES, bind_settings
 
@@ -411,7 +422,7 @@ def main() -> None:
             "sam3": build_tiny_sam3(work / "sam3", seed=0),
             "vlm": build_tiny_vlm(work / "vlm"),
         }
-        config = job_config(models, args.masks)
+        config = job_config(models, args.masks, args.batch)
         for name, count in (("warmup", 3), ("bench", args.images)):
             directory = work / name
             directory.mkdir()
@@ -442,7 +453,17 @@ def main() -> None:
             n_masks = session.scalar(
                 select(func.count()).select_from(Proposal).where(Proposal.job_id == job_id)
             )
+            rle_chars = session.scalar(
+                select(func.avg(func.length(Proposal.rle_counts))).where(Proposal.job_id == job_id)
+            )
+            batch_size = MiningConfig.model_validate(config).batch_size
         client.flushdb()
+        chars = float(rle_chars or 0)
+        print(
+            f"\nstage tasks carry up to {batch_size} images; masks average {chars:.0f} RLE "
+            "characters (the random-weight masks are ragged; a compact object mask has about "
+            "two runs per column it spans)"
+        )
         report(recorder, args.images, (n_masks or 0) / args.images, enqueue_s, elapsed_s, args)
 
 

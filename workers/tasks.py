@@ -1,11 +1,15 @@
 """Celery tasks: thin wrappers around the pipeline stages, declared with one decorator.
 
-Each stage of a mining job is one task, ``annotator.stage.<stage>(job_id, image_id)``, routed to
-the ``gpu`` or ``cpu`` queue (:data:`STAGE_QUEUES`). A task owns its transaction: it runs the
-stage function in a session, commits, and only then sends the tasks that became ready (enqueue
-after commit, :mod:`workers.outbox`). Stages are idempotent (a stage whose work is recorded
-returns early), so stage tasks acknowledge late: a message whose worker died is delivered again
-and the rerun completes the work without duplicating rows.
+Each stage of a mining job is one task, ``annotator.stage.<stage>(job_id, *image_ids)``, routed
+to the ``gpu`` or ``cpu`` queue (:data:`STAGE_QUEUES`), carrying a batch of up to the job's
+``batch_size`` images. A task owns its transaction: it runs the stage for its images in one
+session (:func:`~annotator.pipeline.stages.run_stage_batch`), commits, and only then sends the
+tasks that became ready, batched the same way (enqueue after commit, :mod:`workers.outbox`), so
+one message, one COMMIT, one publish and one acknowledgement serve a whole batch. Stages are
+idempotent (a stage whose work is recorded returns early), so stage tasks acknowledge late: a
+message whose worker died is delivered again and the rerun completes the work of the whole
+batch without duplicating rows. An unexpected error in a batch rolls it back and the images
+are run one by one, each in its own transaction, so one bad image cannot hold the others back.
 
 A task for a cancelled job returns without work (``run_stage`` checks the job's status), which
 is how cancelling revokes the messages already queued: they are consumed and dropped.
@@ -28,7 +32,7 @@ from sqlalchemy import exc as sa_exc
 from annotator.db import mining
 from annotator.db.models import JobItemStatus, JobStatus
 from annotator.pipeline.runner import SYSTEMIC
-from annotator.pipeline.stages import STAGES, run_stage
+from annotator.pipeline.stages import STAGES, run_stage, run_stage_batch
 from annotator.services import jobs
 from workers.app import CPU_QUEUE, GPU_QUEUE, TASK_QUEUES, app
 from workers.outbox import Outbox, transaction
@@ -154,7 +158,8 @@ def _run_item(stage: str, job_id: int, image_id: int) -> None:
             # (cancelled): that is how queued messages of a cancelled job are dropped.
             run_stage(session, job_id, image_id, stage)
             # Usually the image's next stage, seen in this transaction; sent after COMMIT.
-            _add_stage_messages(outbox, job_id, jobs.ready_after(session, job_id, image_id, stage))
+            ready = jobs.ready_after(session, job_id, image_id, stage)
+            _add_stage_messages(outbox, job_id, ready, jobs.batch_size(session, job_id))
             followed = len(outbox) > 0
     except TRANSIENT_ERRORS as exc:
         _count_attempt(stage, job_id, image_id, exc, best_effort=True)
@@ -184,11 +189,7 @@ def _advance(stage: str, job_id: int, image_id: int) -> None:
     before propose, for hard negatives). In a new transaction, of two items finishing at once
     the later one sees both finished, so nothing waits forever and the job is settled once.
     """
-    with transaction() as (session, outbox):
-        ready = jobs.ready_after(session, job_id, image_id, stage)
-        _add_stage_messages(outbox, job_id, ready)
-        if not ready:
-            jobs.finish_if_done(session, job_id)
+    _advance_many(stage, job_id, [image_id])
 
 
 def _count_attempt(
@@ -206,27 +207,79 @@ def _count_attempt(
         return None
 
 
-def _give_up(stage: str, job_id: int, image_id: int, exc: BaseException) -> None:
-    """Retries exhausted: the item fails (the image's later stages are skipped), the job
-    goes on."""
-    with transaction() as (session, _):
-        jobs.record_failure(session, job_id, image_id, stage, _describe(exc), final=True)
-    _advance(stage, job_id, image_id)
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def _stage_task(stage: str) -> Task:
-    def body(job_id: int, image_id: int) -> None:
-        _run_item(stage, job_id, image_id)
+def _run_batch(stage: str, job_id: int, image_ids: list[int]) -> None:
+    """Several images' stage in one transaction, then what became ready, in batches."""
+    if len(image_ids) == 1:
+        _run_item(stage, job_id, image_ids[0])
+        return
+    try:
+        with transaction() as (session, outbox):
+            retry = run_stage_batch(session, job_id, image_ids, stage)
+            ready = jobs.ready_after_many(session, job_id, image_ids, stage)
+            _add_stage_messages(outbox, job_id, ready, jobs.batch_size(session, job_id))
+            followed = {image_id for image_id, _ in ready}
+    except TRANSIENT_ERRORS as exc:
+        for image_id in image_ids:
+            _count_attempt(stage, job_id, image_id, exc, best_effort=True)
+        raise
+    except SYSTEMIC as exc:
+        log.error("job %d failed in %s of images %s: %s", job_id, stage, image_ids, exc)
+        with transaction() as (session, _):
+            jobs.fail_job(session, job_id, f"{stage} of image {image_ids[0]}: {exc}")
+        return
+    except Exception:
+        # Something other than a bad image (recorded by the stage itself) broke the batch: it
+        # was rolled back; each image now runs alone, with its own failure accounting.
+        log.warning(
+            "job %d: %s of images %s failed as a batch; running them one by one",
+            job_id, stage, image_ids, exc_info=True,
+        )  # fmt: skip
+        failed: AttemptFailed | None = None
+        for image_id in image_ids:
+            try:
+                _run_item(stage, job_id, image_id)
+            except AttemptFailed as exc:
+                failed = failed or exc
+        if failed is not None:
+            # The message is retried; its finished images return early then.
+            raise failed from None
+        return
+    waiting = [i for i in image_ids if i not in followed and i not in retry]
+    if waiting:
+        _advance_many(stage, job_id, waiting)
+    if retry:
+        # Their attempts failed and were counted (the others' work is committed): the message
+        # is retried with backoff, and its finished images return early then.
+        raise AttemptFailed(f"{stage} of images {retry} failed; see their job items")
 
-    def give_up(job_id: int, image_id: int, exc: BaseException) -> None:
-        _give_up(stage, job_id, image_id, exc)
+
+def _advance_many(stage: str, job_id: int, image_ids: list[int]) -> None:
+    """:func:`_advance` for the images of a batch whose transaction saw nothing to follow."""
+    with transaction() as (session, outbox):
+        ready = jobs.ready_after_many(session, job_id, image_ids, stage)
+        _add_stage_messages(outbox, job_id, ready, jobs.batch_size(session, job_id))
+        if not ready:
+            jobs.finish_if_done(session, job_id)
+
+
+def _stage_task(stage: str) -> Task:
+    def body(job_id: int, *image_ids: int) -> None:
+        if image_ids:
+            _run_batch(stage, job_id, list(image_ids))
+
+    def give_up(*args: Any) -> None:
+        job_id, *image_ids, exc = args
+        for image_id in image_ids:
+            with transaction() as (session, _):
+                jobs.record_failure(session, job_id, image_id, stage, _describe(exc), final=True)
+        _advance_many(stage, job_id, image_ids)
 
     body.__name__ = body.__qualname__ = f"stage_{stage}"
-    body.__doc__ = f"Run the {stage!r} stage of one image of a mining job."
+    body.__doc__ = f"Run the {stage!r} stage of a batch of images of a mining job."
     declare = task(
         stage_task_name(stage),
         queue=STAGE_QUEUES[stage],
@@ -240,9 +293,16 @@ def _stage_task(stage: str) -> Task:
 STAGE_TASKS: dict[str, Task] = {stage: _stage_task(stage) for stage in STAGES}
 
 
-def _add_stage_messages(outbox: Outbox, job_id: int, items: Iterable[tuple[int, str]]) -> None:
+def _add_stage_messages(
+    outbox: Outbox, job_id: int, items: Iterable[tuple[int, str]], batch_size: int = 1
+) -> None:
+    """One message per stage and batch of up to ``batch_size`` images, in the items' order."""
+    by_stage: dict[str, list[int]] = {}
     for image_id, stage in items:
-        outbox.add(stage_task_name(stage), job_id, image_id)
+        by_stage.setdefault(stage, []).append(image_id)
+    for stage, image_ids in by_stage.items():
+        for start in range(0, len(image_ids), batch_size):
+            outbox.add(stage_task_name(stage), job_id, *image_ids[start : start + batch_size])
 
 
 # ------------------------------------------------------------------------- job lifecycle
@@ -257,7 +317,8 @@ def enqueue_job(job_id: int, engine: Engine | None = None) -> int:
     """
     with transaction(engine) as (session, outbox):
         jobs.start_job(session, job_id)
-        _add_stage_messages(outbox, job_id, jobs.next_items(session, job_id))
+        ready = jobs.next_items(session, job_id)
+        _add_stage_messages(outbox, job_id, ready, jobs.batch_size(session, job_id))
         count = len(outbox)
     if count == 0:
         with transaction(engine) as (session, _):

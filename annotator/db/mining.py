@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import Table, and_, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -41,7 +41,7 @@ from annotator.db.models import (
     Verification,
     VerificationKind,
 )
-from annotator.db.repositories import chunks, insert_ignore
+from annotator.db.repositories import chunks
 from annotator.errors import NotFoundError
 
 FINISHED = (JobItemStatus.DONE, JobItemStatus.FAILED, JobItemStatus.SKIPPED)
@@ -55,15 +55,22 @@ def insert_ignore_where(
     model: type[Base],
     rows: Sequence[dict[str, Any]],
     conflict: Sequence[str],
-    where: str,
+    where: str | None = None,
 ) -> None:
-    """INSERT ... ON CONFLICT (conflict) WHERE where DO NOTHING (a partial unique index)."""
+    """INSERT ... ON CONFLICT (conflict) [WHERE where] DO NOTHING (``where``: the predicate of a
+    partial unique index).
+
+    A Core insert into the model's table (one multi-row statement), not an ORM bulk insert:
+    these rows are never loaded as objects, and the ORM's per-row bookkeeping costs more than
+    the statement itself for a batch of masks.
+    """
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = maker(model).on_conflict_do_nothing(
-        index_elements=list(conflict), index_where=text(where)
+    table = cast(Table, model.__table__)
+    stmt = maker(table).on_conflict_do_nothing(
+        index_elements=list(conflict), index_where=text(where) if where else None
     )
     session.execute(stmt, list(rows))
 
@@ -135,7 +142,7 @@ def add_job_items(
         for s in stages
     ]
     for part in chunks(rows, 5000):
-        insert_ignore(session, JobItem, part, ["job_id", "image_id", "stage"])
+        insert_ignore_where(session, JobItem, part, ["job_id", "image_id", "stage"])
 
 
 def item_status(session: Session, job_id: int, image_id: int, stage: str) -> JobItemStatus | None:
@@ -182,6 +189,40 @@ def set_item(
     )
 
 
+def claim_items(session: Session, job_id: int, image_ids: Sequence[int], stage: str) -> set[int]:
+    """:func:`claim_item` for several images in one statement: the ids of those claimed."""
+    if not image_ids:
+        return set()
+    result = session.execute(
+        update(JobItem)
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.stage == stage,
+            JobItem.image_id.in_(list(image_ids)),
+            JobItem.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
+        )
+        .values(attempts=JobItem.attempts + 1, status=JobItemStatus.RUNNING)
+        .returning(JobItem.image_id)
+    )
+    return set(result.scalars())
+
+
+def set_items(
+    session: Session, job_id: int, image_ids: Sequence[int], stage: str, status: JobItemStatus
+) -> None:
+    """:func:`set_item` (no error) for several images in one statement."""
+    if image_ids:
+        session.execute(
+            update(JobItem)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.stage == stage,
+                JobItem.image_id.in_(list(image_ids)),
+            )
+            .values(status=status, error=None)
+        )
+
+
 def count_failure(
     session: Session, job_id: int, image_id: int, stage: str, error: str, *, max_attempts: int
 ) -> JobItemStatus:
@@ -201,6 +242,29 @@ def count_failure(
     item.status = JobItemStatus.FAILED if item.attempts >= max_attempts else JobItemStatus.PENDING
     session.flush()
     return JobItemStatus(item.status)
+
+
+def fail_claimed_item(
+    session: Session,
+    job_id: int,
+    image_id: int,
+    stage: str,
+    error: str,
+    *,
+    max_attempts: int,
+) -> JobItemStatus:
+    """An attempt of a claimed item (its attempt already counted by :func:`claim_items`) failed
+    and none of its writes were made: the item goes back to pending while attempts remain, else
+    it is failed. Returns its new status. (:func:`count_failure` is the same for an attempt
+    whose transaction, claim included, was rolled back.)"""
+    attempts = session.scalar(
+        select(JobItem.attempts).where(
+            JobItem.job_id == job_id, JobItem.image_id == image_id, JobItem.stage == stage
+        )
+    )
+    status = JobItemStatus.FAILED if (attempts or 0) >= max_attempts else JobItemStatus.PENDING
+    set_item(session, job_id, image_id, stage, status, error)
+    return status
 
 
 def skip_later(
@@ -234,9 +298,11 @@ def ready_items(
     previous: str | None,
     *,
     image_id: int | None = None,
+    image_ids: Sequence[int] | None = None,
     limit: int | None = None,
 ) -> list[int]:
-    """Image ids whose ``stage`` item is pending and whose ``previous`` item has passed."""
+    """Image ids whose ``stage`` item is pending and whose ``previous`` item has passed (of
+    ``image_id`` / ``image_ids`` only, when given)."""
     item, prev = _READY_ITEM, _READY_PREVIOUS
     stmt = select(item.image_id).where(
         item.job_id == job_id,
@@ -245,6 +311,8 @@ def ready_items(
     )
     if image_id is not None:
         stmt = stmt.where(item.image_id == image_id)
+    if image_ids is not None:
+        stmt = stmt.where(item.image_id.in_(list(image_ids)))
     if previous is not None:
         stmt = stmt.join(
             prev,
@@ -354,6 +422,13 @@ def get_image(session: Session, image_id: int) -> Image:
     return image
 
 
+def get_images(session: Session, image_ids: Sequence[int]) -> dict[int, Image]:
+    """{id: image} of the ids that exist, in one query."""
+    if not image_ids:
+        return {}
+    return {i.id: i for i in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))}
+
+
 def images_by_uri(session: Session, dataset_id: int, uris: Sequence[str]) -> list[Image]:
     found: list[Image] = []
     for part in chunks(list(uris), 1000):
@@ -377,7 +452,7 @@ def image_with_sha256(
 
 
 def add_caption(session: Session, image_id: int, caption: str, model_version: str) -> None:
-    insert_ignore(
+    insert_ignore_where(
         session,
         Caption,
         [{"image_id": image_id, "text": caption, "model_version": model_version}],
@@ -390,6 +465,26 @@ def captions_of(session: Session, image_id: int, model_version: str | None) -> l
     if model_version is not None:
         stmt = stmt.where(Caption.model_version == model_version)
     return list(session.scalars(stmt.order_by(Caption.id)))
+
+
+def captions_many(
+    session: Session, image_ids: Sequence[int], model_version: str
+) -> dict[int, list[str]]:
+    """:func:`captions_of` of several images in one query: {image id: captions}."""
+    out: dict[int, list[str]] = {i: [] for i in image_ids}
+    if image_ids:
+        for image_id, caption in session.execute(
+            select(Caption.image_id, Caption.text)
+            .where(Caption.image_id.in_(list(image_ids)), Caption.model_version == model_version)
+            .order_by(Caption.id)
+        ):
+            out[image_id].append(caption)
+    return out
+
+
+def add_captions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`add_caption` for several images (rows: image_id, text, model_version)."""
+    insert_ignore_where(session, Caption, rows, ["image_id", "model_version"])
 
 
 # --------------------------------------------------------------------------------------- pairs
@@ -423,7 +518,32 @@ def add_pairs(
         }
         for cid, origin in concept_ids
     ]
-    insert_ignore(session, Pair, rows, ["image_id", "concept_id"])
+    insert_ignore_where(session, Pair, rows, ["image_id", "concept_id"])
+
+
+def add_pairs_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`add_pairs` rows of several images in one insert (each row: dataset_id, image_id,
+    concept_id, origin, state, job_id)."""
+    for part in chunks(rows, 2000):
+        insert_ignore_where(session, Pair, part, ["image_id", "concept_id"])
+
+
+def adopt_pending_pairs_many(session: Session, image_ids: Sequence[int], job_id: int) -> None:
+    """:func:`adopt_pending_pairs` for several images in one statement."""
+    if not image_ids:
+        return
+    stopped = select(Job.id).where(
+        Job.status.in_((JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.DONE))
+    )
+    session.execute(
+        update(Pair)
+        .where(
+            Pair.image_id.in_(list(image_ids)),
+            Pair.state == PairState.PENDING,
+            Pair.job_id.is_(None) | Pair.job_id.in_(stopped.scalar_subquery()),
+        )
+        .values(job_id=job_id)
+    )
 
 
 def adopt_pending_pairs(session: Session, image_id: int, job_id: int) -> None:
@@ -458,6 +578,28 @@ def job_pairs(
         PairRow(i, c, t, PairOrigin(o), PairState(s))
         for i, c, t, o, s in session.execute(stmt.order_by(Pair.id))
     ]
+
+
+def job_pairs_many(
+    session: Session,
+    image_ids: Sequence[int],
+    job_id: int,
+    states: Sequence[PairState] | None = None,
+) -> dict[int, list[PairRow]]:
+    """:func:`job_pairs` of several images in one query: {image id: pairs by pair id}."""
+    out: dict[int, list[PairRow]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return out
+    stmt = (
+        select(Pair.image_id, Pair.id, Pair.concept_id, Concept.text, Pair.origin, Pair.state)
+        .join(Concept, Concept.id == Pair.concept_id)
+        .where(Pair.image_id.in_(list(image_ids)), Pair.job_id == job_id)
+    )
+    if states is not None:
+        stmt = stmt.where(Pair.state.in_(list(states)))
+    for image_id, i, c, t, o, s in session.execute(stmt.order_by(Pair.id)):
+        out[image_id].append(PairRow(i, c, t, PairOrigin(o), PairState(s)))
+    return out
 
 
 def image_phrases(session: Session, image_id: int) -> set[str]:
@@ -507,7 +649,7 @@ class ProposalRow:
 
 def add_proposals(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     for part in chunks(rows, 2000):
-        insert_ignore(session, Proposal, part, ["pair_id", "model_version", "rank"])
+        insert_ignore_where(session, Proposal, part, ["pair_id", "model_version", "rank"])
 
 
 def proposals_of(
@@ -515,23 +657,21 @@ def proposals_of(
 ) -> dict[int, list[ProposalRow]]:
     """{pair id: proposals by rank} of ``model_version``."""
     out: dict[int, list[ProposalRow]] = {pid: [] for pid in pair_ids}
+    columns = (
+        Proposal.id, Proposal.pair_id, Proposal.rank, Proposal.rle_counts, Proposal.bbox_x,
+        Proposal.bbox_y, Proposal.bbox_w, Proposal.bbox_h, Proposal.area, Proposal.score,
+        Proposal.presence,
+    )  # fmt: skip
     for part in chunks(sorted(pair_ids), 1000):
-        for p in session.scalars(
-            select(Proposal)
+        # Plain rows, not ORM entities: this reads every mask of an image, twice per image.
+        for i, pair_id, rank, counts, x, y, w, h, area_, score, presence in session.execute(
+            select(*columns)
             .where(Proposal.pair_id.in_(part), Proposal.model_version == model_version)
             .order_by(Proposal.pair_id, Proposal.rank)
         ):
-            out[p.pair_id].append(
+            out[pair_id].append(
                 ProposalRow(
-                    p.id,
-                    p.pair_id,
-                    p.rank,
-                    p.rle_counts,
-                    (p.bbox_x, p.bbox_y, p.bbox_w, p.bbox_h),
-                    p.area,
-                    p.score,
-                    p.presence,
-                    p.model_version,
+                    i, pair_id, rank, counts, (x, y, w, h), area_, score, presence, model_version
                 )
             )
     return out
@@ -544,7 +684,7 @@ def add_verifications(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     mv = [r for r in rows if r["kind"] == VerificationKind.MV]
     ev = [r for r in rows if r["kind"] == VerificationKind.EV]
     for part in chunks(mv, 2000):
-        insert_ignore(
+        insert_ignore_where(
             session, Verification, part, ["pair_id", "proposal_id", "kind", "model_version"]
         )
     for part in chunks(ev, 2000):
@@ -607,6 +747,6 @@ def add_auto_annotations(session: Session, rows: Sequence[dict[str, Any]]) -> No
 
 
 def add_review_tasks(session: Session, pair_ids: Sequence[int]) -> None:
-    insert_ignore(
+    insert_ignore_where(
         session, ReviewTask, [{"pair_id": p, "kind": "pair"} for p in pair_ids], ["pair_id", "kind"]
     )

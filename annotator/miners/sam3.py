@@ -308,27 +308,36 @@ class Sam3Proposer:
         presence = outputs.presence_logits.float().sigmoid().squeeze(-1)  # (B,)
         scores = outputs.pred_logits.float().sigmoid() * presence[:, None]  # (B, Q)
         scale = torch.tensor([width, height, width, height], device=scores.device)
-        found: list[PhraseProposals] = []
-        for index, phrase in enumerate(phrases):
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for index in range(len(phrases)):
             keep = torch.nonzero(scores[index] > self.score_threshold).squeeze(1)
             kept_scores, order = scores[index, keep].sort(descending=True)
             keep = keep[order]
             if self.max_instances is not None:
                 keep, kept_scores = keep[: self.max_instances], kept_scores[: self.max_instances]
+            kept.append((keep, kept_scores))
+        # Every kept instance of the batch's phrases upsampled, thresholded and encoded together.
+        rows = torch.cat([torch.full_like(keep, i) for i, (keep, _) in enumerate(kept)])
+        columns = torch.cat([keep for keep, _ in kept])
+        all_rles = self._masks_to_rle(outputs.pred_masks[rows, columns], height, width)
+        found: list[PhraseProposals] = []
+        start = 0
+        for index, phrase in enumerate(phrases):
+            keep, kept_scores = kept[index]
             xyxy = outputs.pred_boxes[index, keep].float() * scale
             xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
             xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
             xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1)
-            rles = self._masks_to_rle(outputs.pred_masks[index, keep], height, width)
             found.append(
                 PhraseProposals(
                     phrase=phrase,
-                    masks=rles,
+                    masks=all_rles[start : start + len(keep)],
                     boxes=xywh.cpu().numpy().astype(np.float32).reshape(-1, 4),
                     scores=kept_scores.cpu().numpy().astype(np.float32),
                     presence=float(presence[index]),
                 )
             )
+            start += len(keep)
         return found
 
     def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:
@@ -336,6 +345,8 @@ class Sam3Proposer:
 
         Probabilities are resized (bilinear, as the transformers post-processing does) and
         thresholded on the device, a few instances at a time, so only bool masks reach the host.
+        The threshold writes them column-major (``(K, width, height)``), the layout COCO RLE
+        encodes from, so the host encodes them without another copy.
         """
         if logits.shape[0] == 0:
             return []
@@ -346,8 +357,12 @@ class Sam3Proposer:
             resized = F.interpolate(
                 probabilities[None], size=(height, width), mode="bilinear", align_corners=False
             )[0]
-            binary = (resized > self.mask_threshold).cpu().numpy()
-            rles.extend(mask_ops.encode_many(binary))
+            columns = torch.empty(
+                (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
+            )
+            torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
+            # (K, width, height) C-ordered, seen as (K, height, width): Fortran-ordered masks.
+            rles.extend(mask_ops.encode_many(columns.cpu().numpy().transpose(0, 2, 1)))
         return rles
 
 

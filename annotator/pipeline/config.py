@@ -110,6 +110,10 @@ class MiningConfig(BaseModel):
     # Attempts per (image, stage) before the item is recorded as failed (transient errors only;
     # a bad image fails at once).
     max_attempts: int = Field(default=3, ge=1)
+    # Images per stage task on the Celery workers (and per transaction in-process): one message,
+    # one COMMIT and one acknowledgement carry this many images through a stage. 1 = one task
+    # per image (the finest-grained retries).
+    batch_size: int = Field(default=8, ge=1, le=256)
 
     @field_validator("captioner", mode="before")
     @classmethod

@@ -3,16 +3,18 @@
 With no ``ANNOTATOR_BROKER_URL`` this is how ``annotator mine`` runs a job, on SQLite or
 PostgreSQL: the same stage functions the Celery tasks wrap, in stage order (every image's ingest,
 then every image's caption, ...), so each model is used in long runs and hard negatives see the
-whole job's vocabulary. Each item commits on its own; a crash loses at most the item in flight,
-and ``annotator jobs resume`` picks up the rest.
+whole job's vocabulary. Each batch of up to ``batch_size`` images of one stage commits on its
+own (an unexpected error rolls the batch back and its images run one by one); a crash loses at
+most the batch in flight, and ``annotator jobs resume`` picks up the rest.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine
 
@@ -22,7 +24,7 @@ from annotator.db.models import JobStatus
 from annotator.db.session import session_scope
 from annotator.errors import ConfigError, ModelLoadError, NotFoundError
 from annotator.pipeline.config import MiningConfig
-from annotator.pipeline.stages import run_stage
+from annotator.pipeline.stages import run_stage, run_stage_batch
 from annotator.services import jobs
 
 __all__ = ["ProgressCallback", "launch_job", "relaunch_job", "run_job_inline", "watch_job"]
@@ -47,7 +49,7 @@ def run_job_inline(
 
     A transient error in an item is recorded (:func:`~annotator.services.jobs.record_failure`)
     and the item is tried again later, up to the job's ``max_attempts``; a model that cannot be
-    loaded fails the job. Cancelling (from another process) stops it after the item in flight.
+    loaded fails the job. Cancelling (from another process) stops it after the batch in flight.
     """
     with session_scope(engine) as session:
         jobs.start_job(session, job_id)
@@ -64,29 +66,33 @@ def run_job_inline(
                 progress(jobs.job_progress(s, job_id))
 
     report(force=True)
+    with session_scope(engine) as session:
+        size = jobs.batch_size(session, job_id)
     while True:
         with session_scope(engine) as session:
             ready = jobs.next_items(session, job_id, limit=batch)
         if not ready:
             break
         stopped = False
-        for image_id, stage in ready:
+        for stage, images in _batches(ready, size):
             try:
                 with session_scope(engine) as session:
-                    # Checked in the item's own transaction: a cancel stops the next item.
+                    # Checked in the batch's own transaction: a cancel stops the next batch.
                     stopped = mining.job_status(session, job_id) not in jobs.ACTIVE
                     if not stopped:
-                        run_stage(session, job_id, image_id, stage)
+                        # Images whose attempt failed are pending again: next_items offers
+                        # them on a later round, up to the job's max_attempts.
+                        run_stage_batch(session, job_id, images, stage)
             except SYSTEMIC as exc:
-                with session_scope(engine) as session:
-                    jobs.fail_job(session, job_id, f"{stage} of image {image_id}: {exc}")
+                _fail(engine, job_id, stage, images[0], exc)
                 report(force=True)
                 return JobStatus.FAILED
             except Exception as exc:
-                log.warning("job %s: %s of image %s failed: %s", job_id, stage, image_id, exc)
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                with session_scope(engine) as session:
-                    jobs.record_failure(session, job_id, image_id, stage, detail)
+                if len(images) == 1:
+                    _record(engine, job_id, stage, images[0], exc)
+                elif not _run_each(engine, job_id, stage, images):
+                    report(force=True)
+                    return JobStatus.FAILED
             if stopped:
                 break
             report()
@@ -97,6 +103,41 @@ def run_job_inline(
         status = mining.job_status(session, job_id)
     report(force=True)
     return status
+
+
+def _batches(ready: list[tuple[int, str]], size: int) -> Iterator[tuple[str, list[int]]]:
+    """(stage, up to ``size`` image ids) in the order of ``ready``."""
+    for stage, group in itertools.groupby(ready, key=lambda item: item[1]):
+        images = [image_id for image_id, _ in group]
+        for start in range(0, len(images), size):
+            yield stage, images[start : start + size]
+
+
+def _run_each(engine: Engine, job_id: int, stage: str, images: list[int]) -> bool:
+    """A batch that failed as a whole (rolled back), image by image, each in its own
+    transaction, to isolate the image at fault. False when the job failed."""
+    for image_id in images:
+        try:
+            with session_scope(engine) as session:
+                run_stage(session, job_id, image_id, stage)
+        except SYSTEMIC as exc:
+            _fail(engine, job_id, stage, image_id, exc)
+            return False
+        except Exception as exc:
+            _record(engine, job_id, stage, image_id, exc)
+    return True
+
+
+def _fail(engine: Engine, job_id: int, stage: str, image_id: int, exc: BaseException) -> None:
+    with session_scope(engine) as session:
+        jobs.fail_job(session, job_id, f"{stage} of image {image_id}: {exc}")
+
+
+def _record(engine: Engine, job_id: int, stage: str, image_id: int, exc: BaseException) -> None:
+    log.warning("job %s: %s of image %s failed: %s", job_id, stage, image_id, exc)
+    detail = "".join(traceback.format_exception_only(exc)).strip()
+    with session_scope(engine) as session:
+        jobs.record_failure(session, job_id, image_id, stage, detail)
 
 
 def _dispatch(engine: Engine, job_id: int, progress: ProgressCallback | None) -> JobStatus:

@@ -28,18 +28,21 @@ the job goes on.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from threading import Lock
 from typing import TYPE_CHECKING
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from annotator import masks as mask_ops
 from annotator import media
-from annotator.backends import PairQuery, PhraseProposals
+from annotator.backends import MaskQuery, PairQuery, PhraseProposals
 from annotator.concepts import clean_concepts, head_index
 from annotator.db import mining
 from annotator.db import repositories as repo
@@ -53,7 +56,7 @@ from annotator.db.models import (
     PairState,
     VerificationKind,
 )
-from annotator.errors import InvalidInputError
+from annotator.errors import ConfigError, InvalidInputError, ModelLoadError, NotFoundError
 from annotator.images import load_image
 from annotator.miners.hard_negatives import propose_hard_negatives, select_adversarial
 from annotator.pipeline.backends import Backends, get_backends
@@ -67,7 +70,8 @@ from annotator.routing import (
     ev_question,
     route_pair,
 )
-from annotator.verifiers.calibrated import FeaturedMaskQuery, proposal_features
+from annotator.verifiers.calibrated import FeaturedMaskQuery, proposal_features_all
+from annotator.verifiers.scores import FeaturedPairQuery
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -83,8 +87,11 @@ __all__ = [
     "propose",
     "route",
     "run_stage",
+    "run_stage_batch",
     "verify",
 ]
+
+log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("ingest", "caption", "parse", "propose", "verify", "route")
 
@@ -119,7 +126,10 @@ class _Item:
 _configs: dict[int, tuple[str, MiningConfig]] = {}
 _images: OrderedDict[tuple[str, str | None], PILImage] = OrderedDict()
 _images_lock = Lock()
-_IMAGE_CACHE_SIZE = 4  # caption, propose and verify of one image often run back to back
+# Caption, propose and verify of a batch of images run back to back on one worker: keep a few
+# batches' worth of decoded images (at most this many, and this many pixels: ~256 MB of RGB).
+_IMAGE_CACHE_SIZE = 32
+_IMAGE_CACHE_PIXELS = 85_000_000
 _vocabularies: dict[tuple[str, int], dict[str, Counter[str]]] = {}
 
 
@@ -151,11 +161,20 @@ def _load(image: Image) -> PILImage:
         loaded = load_image(media.local_path(image.uri))
     except InvalidInputError as exc:
         raise BadItemError(str(exc)) from exc
-    with _images_lock:
-        _images[key] = loaded
-        while len(_images) > _IMAGE_CACHE_SIZE:
-            _images.popitem(last=False)
+    _remember(key, loaded)
     return loaded
+
+
+def _remember(key: tuple[str, str | None], image: PILImage) -> None:
+    with _images_lock:
+        _images[key] = image
+        _images.move_to_end(key)
+        pixels = sum(i.width * i.height for i in _images.values())
+        while len(_images) > 1 and (
+            len(_images) > _IMAGE_CACHE_SIZE or pixels > _IMAGE_CACHE_PIXELS
+        ):
+            _, dropped = _images.popitem(last=False)
+            pixels -= dropped.width * dropped.height
 
 
 def _head(phrase: str) -> str:
@@ -176,6 +195,24 @@ def _vocabulary(item: _Item) -> dict[str, Counter[str]]:
             _vocabularies.clear()
         _vocabularies[key] = vocab
     return vocab
+
+
+# What a stage made of one image: its item's status, or why it failed (BadItemError: a bad
+# image, recorded as failed at once; any other exception: a failed attempt, tried again while
+# the job's max_attempts allow).
+ItemResult = JobItemStatus | Exception
+# Errors no image is to blame for: they end the whole batch (the database is gone or the
+# transaction unusable, a model cannot load, the job or an image is missing).
+_PROPAGATE: tuple[type[BaseException], ...] = (
+    SQLAlchemyError, ModelLoadError, ConfigError, NotFoundError, ImportError,
+)  # fmt: skip
+
+
+def _single(batch: Callable[[list[_Item]], dict[int, ItemResult]], item: _Item) -> JobItemStatus:
+    result = batch([item])[item.image.id]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -207,10 +244,7 @@ def _ingest(item: _Item) -> JobItemStatus:
     image.width, image.height = decoded.size  # upright (EXIF orientation applied)
     image.status = ImageStatus.READY
     image.error = None
-    with _images_lock:
-        _images[(image.uri, digest)] = decoded
-        while len(_images) > _IMAGE_CACHE_SIZE:
-            _images.popitem(last=False)
+    _remember((image.uri, digest), decoded)
     item.session.flush()
     return JobItemStatus.DONE
 
@@ -218,48 +252,105 @@ def _ingest(item: _Item) -> JobItemStatus:
 # --------------------------------------------------------------------------------------- caption
 
 
-def _caption(item: _Item) -> JobItemStatus:
-    captioner_spec = item.config.captioner
-    if captioner_spec is None:
-        return JobItemStatus.SKIPPED
-    if item.image.alt_text and not item.config.caption_when_alt_text:
-        return JobItemStatus.SKIPPED
-    version = item.backends.model_version("captioner")
-    if mining.captions_of(item.session, item.image.id, version):
-        return JobItemStatus.DONE
-    captioner = item.backends.captioner
+def _caption_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Caption several images of one job: existing captions read in one query, the new ones
+    written in one insert. The captioner runs per image."""
+    first = items[0]
+    results: dict[int, ItemResult] = {}
+    if first.config.captioner is None:
+        return {item.image.id: JobItemStatus.SKIPPED for item in items}
+    wanted: list[_Item] = []
+    for item in items:
+        if item.image.alt_text and not item.config.caption_when_alt_text:
+            results[item.image.id] = JobItemStatus.SKIPPED
+        else:
+            wanted.append(item)
+    version = first.backends.model_version("captioner")
+    existing = mining.captions_many(first.session, [item.image.id for item in wanted], version)
+    captioner = first.backends.captioner
     assert captioner is not None
-    text = captioner.caption([_load(item.image)])[0]
-    mining.add_caption(item.session, item.image.id, text, version)
-    return JobItemStatus.DONE
+    rows: list[dict[str, object]] = []
+    for item in wanted:
+        image = item.image
+        results[image.id] = JobItemStatus.DONE
+        if existing[image.id]:
+            continue
+        try:
+            text = captioner.caption([_load(image)])[0]
+        except BadItemError as exc:
+            results[image.id] = exc
+            continue
+        except _PROPAGATE:
+            raise
+        except Exception as exc:  # a failed attempt: nothing of this image is written
+            if len(items) == 1:
+                raise
+            results[image.id] = exc
+            continue
+        rows.append({"image_id": image.id, "text": text, "model_version": version})
+    mining.add_captions(first.session, rows)
+    return results
+
+
+def _caption(item: _Item) -> JobItemStatus:
+    return _single(_caption_batch, item)
 
 
 # ----------------------------------------------------------------------------------------- parse
 
 
+def _parse_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Parse several images of one job: captions read in one query; concepts, pairs and the
+    adoption of pending pairs written in one statement each. The parser runs per image."""
+    first = items[0]
+    session, job_id, config = first.session, first.job_id, first.config
+    captions: dict[int, list[str]] = {}
+    if config.captioner is not None:
+        version = first.backends.model_version("captioner")
+        captions = mining.captions_many(session, [item.image.id for item in items], version)
+    results: dict[int, ItemResult] = {}
+    found: list[tuple[Image, list[str], dict[str, PairOrigin]]] = []
+    for item in items:
+        image = item.image
+        sources: list[tuple[str, PairOrigin]] = []
+        if image.alt_text and image.alt_text.strip():
+            sources.append((image.alt_text, PairOrigin.ALT_TEXT))
+        sources += [(c, PairOrigin.CAPTION) for c in captions.get(image.id, [])]
+        origins: dict[str, PairOrigin] = {}
+        try:
+            if sources:
+                parsed = item.backends.parser.parse([text for text, _ in sources])
+                for phrases, (_, origin) in zip(parsed, sources, strict=True):
+                    for phrase in clean_concepts(phrases):
+                        origins.setdefault(phrase, origin)  # alt-text (a person wrote it) wins
+            kept = clean_concepts(origins, config.max_concepts)
+        except _PROPAGATE:
+            raise
+        except Exception as exc:  # a failed attempt: nothing of this image is written
+            if len(items) == 1:
+                raise
+            results[image.id] = exc
+            continue
+        found.append((image, kept, origins))
+        results[image.id] = JobItemStatus.DONE
+    ids = repo.ensure_concepts(session, [p for _, kept, _ in found for p in kept])
+    mining.add_pairs_many(
+        session,
+        [
+            {
+                "dataset_id": image.dataset_id, "image_id": image.id, "concept_id": ids[p],
+                "origin": origins[p], "state": PairState.PENDING, "job_id": job_id,
+            }
+            for image, kept, origins in found
+            for p in kept
+        ],
+    )  # fmt: skip
+    mining.adopt_pending_pairs_many(session, [image.id for image, _, _ in found], job_id)
+    return results
+
+
 def _parse(item: _Item) -> JobItemStatus:
-    session, image = item.session, item.image
-    sources: list[tuple[str, PairOrigin]] = []
-    if image.alt_text and image.alt_text.strip():
-        sources.append((image.alt_text, PairOrigin.ALT_TEXT))
-    if item.config.captioner is not None:
-        version = item.backends.model_version("captioner")
-        sources += [(c, PairOrigin.CAPTION) for c in mining.captions_of(session, image.id, version)]
-    origins: dict[str, PairOrigin] = {}
-    if sources:
-        parsed = item.backends.parser.parse([text for text, _ in sources])
-        for phrases, (_, origin) in zip(parsed, sources, strict=True):
-            for phrase in clean_concepts(phrases):
-                origins.setdefault(phrase, origin)  # alt-text (a person wrote it) wins
-    kept = clean_concepts(origins, item.config.max_concepts)
-    if kept:
-        ids = repo.ensure_concepts(session, kept)
-        mining.add_pairs(
-            session, image.dataset_id, image.id, item.job_id,
-            [(ids[p], origins[p]) for p in kept],
-        )  # fmt: skip
-    mining.adopt_pending_pairs(session, image.id, item.job_id)
-    return JobItemStatus.DONE
+    return _single(_parse_batch, item)
 
 
 # --------------------------------------------------------------------------------------- propose
@@ -269,11 +360,13 @@ def _proposal_rows(
     pair_id: int, job_id: int, found: PhraseProposals, version: str
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
+    areas = mask_ops.areas(found.masks)
+    boxes = mask_ops.bboxes(found.masks)
     for k, rle in enumerate(found.masks):
-        area = mask_ops.area(rle)
+        area = int(areas[k])
         if area == 0:
             continue  # an empty mask is no instance
-        x, y, w, h = mask_ops.bbox(rle)
+        x, y, w, h = (float(v) for v in boxes[k])
         rows.append(
             {
                 "pair_id": pair_id, "job_id": job_id, "rle_counts": rle["counts"],
@@ -285,9 +378,18 @@ def _proposal_rows(
     return rows
 
 
-def _propose(item: _Item) -> JobItemStatus:
+@dataclass
+class _Proposed:
+    """What the proposer found for one image, before anything is written."""
+
+    pending: list[mining.PairRow]
+    by_phrase: dict[str, PhraseProposals]
+    adversarial: list[str]  # hard-negative candidates kept (become pairs)
+
+
+def _propose_image(item: _Item, all_pairs: list[mining.PairRow]) -> _Proposed | None:
+    """The proposer's work for one image (no writes); ``None`` when there is nothing to do."""
     session, image, config = item.session, item.image, item.config
-    all_pairs = mining.job_pairs(session, image.id, item.job_id)
     pending = [p for p in all_pairs if p.state == PairState.PENDING]
     present = [p.phrase for p in all_pairs if p.origin != PairOrigin.HARD_NEGATIVE]
     candidates: list[str] = []
@@ -306,42 +408,78 @@ def _propose(item: _Item) -> JobItemStatus:
             )
         ]
     if not pending and not candidates:
-        return JobItemStatus.DONE
-    version = item.backends.model_version("proposer")
+        return None
     phrases = [p.phrase for p in pending] + candidates
     found = item.backends.proposer.propose(_load(image), phrases)
     by_phrase = {f.phrase: f for f in found}
-    rows: list[dict[str, object]] = []
-    for pair in pending:
-        rows += _proposal_rows(pair.id, item.job_id, by_phrase[pair.phrase], version)
+    adversarial: list[str] = []
     if candidates:
         positive_masks = [m for p in pending if p.origin != PairOrigin.HARD_NEGATIVE
                           for m in by_phrase[p.phrase].masks]  # fmt: skip
-        adversarial = select_adversarial(
-            [by_phrase[c] for c in candidates], positive_masks, config.hard_negative_min_iou
-        )
-        if adversarial:
-            kept = [a.phrase for a in adversarial]
+        adversarial = [
+            a.phrase
+            for a in select_adversarial(
+                [by_phrase[c] for c in candidates], positive_masks, config.hard_negative_min_iou
+            )
+        ]
+    return _Proposed(pending, by_phrase, adversarial)
+
+
+def _propose_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Propose for several images of one job: their pairs read in one query, their proposals
+    and pair states written in one statement each. The proposer runs per image."""
+    first = items[0]
+    session, job_id = first.session, first.job_id
+    version = first.backends.model_version("proposer")
+    pairs_of = mining.job_pairs_many(session, [item.image.id for item in items], job_id)
+    results: dict[int, ItemResult] = {}
+    rows: list[dict[str, object]] = []
+    proposed: list[dict[str, object]] = []
+    for item in items:
+        image = item.image
+        try:
+            work = _propose_image(item, pairs_of[image.id])
+        except BadItemError as exc:
+            results[image.id] = exc
+            continue
+        except _PROPAGATE:
+            raise
+        except Exception as exc:  # a failed attempt: nothing of this image is written
+            if len(items) == 1:
+                raise
+            results[image.id] = exc
+            continue
+        results[image.id] = JobItemStatus.DONE
+        if work is None:
+            continue
+        for pair in work.pending:
+            rows += _proposal_rows(pair.id, job_id, work.by_phrase[pair.phrase], version)
+        if work.adversarial:
+            kept = work.adversarial
             ids = repo.ensure_concepts(session, kept)
             mining.add_pairs(
-                session, image.dataset_id, image.id, item.job_id,
+                session, image.dataset_id, image.id, job_id,
                 [(ids[p], PairOrigin.HARD_NEGATIVE) for p in kept], state=PairState.PROPOSED,
             )  # fmt: skip
             new_pairs = {
                 p.phrase: p.id
-                for p in mining.job_pairs(session, image.id, item.job_id, [PairState.PROPOSED])
+                for p in mining.job_pairs(session, image.id, job_id, [PairState.PROPOSED])
                 if p.origin == PairOrigin.HARD_NEGATIVE
             }
             for phrase in kept:
                 if phrase in new_pairs:
-                    rows += _proposal_rows(
-                        new_pairs[phrase], item.job_id, by_phrase[phrase], version
-                    )
+                    found = work.by_phrase[phrase]
+                    rows += _proposal_rows(new_pairs[phrase], job_id, found, version)
+        proposed += [
+            {"id": p.id, "state": PairState.PROPOSED, "state_reason": None} for p in work.pending
+        ]
     mining.add_proposals(session, rows)
-    mining.set_pair_states(
-        session, [{"id": p.id, "state": PairState.PROPOSED, "state_reason": None} for p in pending]
-    )
-    return JobItemStatus.DONE
+    mining.set_pair_states(session, proposed)
+    return results
+
+
+def _propose(item: _Item) -> JobItemStatus:
+    return _single(_propose_batch, item)
 
 
 # ---------------------------------------------------------------------------------------- verify
@@ -352,16 +490,66 @@ def _rle(counts: str, image: Image) -> mask_ops.RLE:
     return {"size": [image.height, image.width], "counts": counts}
 
 
-def _verify(item: _Item) -> JobItemStatus:
-    session, image = item.session, item.image
-    pairs = mining.job_pairs(session, image.id, item.job_id, [PairState.PROPOSED])
-    if not pairs:
-        return JobItemStatus.DONE
-    proposals = mining.proposals_of(
-        session, [p.id for p in pairs], item.backends.model_version("proposer")
+def _verify_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Verify several images of one job: their pairs and proposals read in one query each,
+    their verifications written in one insert. The verifier is asked per image, so an
+    image's answers do not depend on which images share its batch."""
+    first = items[0]
+    session, job_id, backends = first.session, first.job_id, first.backends
+    pairs_of = mining.job_pairs_many(
+        session, [item.image.id for item in items], job_id, [PairState.PROPOSED]
     )
+    proposals = mining.proposals_of(
+        session,
+        [p.id for pairs in pairs_of.values() for p in pairs],
+        backends.model_version("proposer"),
+    )
+    results: dict[int, ItemResult] = {}
+    rows_out: list[dict[str, object]] = []
+    verified: list[dict[str, object]] = []
+    for item in items:
+        image = item.image
+        pairs = pairs_of[image.id]
+        if not pairs:
+            results[image.id] = JobItemStatus.DONE
+            continue
+        try:
+            image_rows, image_verified = _verify_image(item, pairs, proposals)
+        except BadItemError as exc:
+            results[image.id] = exc
+            continue
+        except _PROPAGATE:
+            raise
+        except Exception as exc:
+            # A failed attempt (CUDA out of memory, a bug): this image's rows are not written,
+            # the others' are.
+            if len(items) == 1:
+                raise
+            results[image.id] = exc
+            continue
+        rows_out += image_rows
+        verified += image_verified
+        results[image.id] = JobItemStatus.DONE
+    mining.add_verifications(session, rows_out)
+    mining.set_pair_states(session, verified)
+    return results
+
+
+def _verify_image(
+    item: _Item, pairs: list[mining.PairRow], proposals: dict[int, list[mining.ProposalRow]]
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """One image's verifications and verified pair states (not written yet)."""
+    image, job_id, backends = item.image, item.job_id, item.backends
+    verifier = backends.verifier
+    mv_version = backends.model_version("verifier")
+    ev_version = backends.model_version("ev")
+    thresholds = item.thresholds
+    score_floor = float(item.config.proposer.options.get("score_threshold", 0.5))
     picture = _load(image)
-    mv_queries: list[FeaturedMaskQuery] = []
+    # Proposal features (an IoU matrix per pair) only for verifiers that read them.
+    featured = getattr(verifier, "reads_features", True)
+    rows_out: list[dict[str, object]] = []
+    mv_queries: list[MaskQuery] = []
     mv_targets: list[tuple[int, int]] = []  # (pair id, proposal id)
     for pair in pairs:
         rows = proposals[pair.id]
@@ -374,21 +562,13 @@ def _verify(item: _Item) -> JobItemStatus:
             scores=np.asarray([r.score for r in rows], dtype=np.float32),
             presence=float(rows[0].presence if rows[0].presence is not None else 1.0),
         )
-        for k, row in enumerate(rows):
-            mv_queries.append(
-                FeaturedMaskQuery(
-                    image=picture,
-                    phrase=pair.phrase,
-                    mask=found.masks[k],
-                    features=proposal_features(found, k),
-                )
-            )
-            mv_targets.append((pair.id, row.id))
-    verifier = item.backends.verifier
-    mv_version = item.backends.model_version("verifier")
-    ev_version = item.backends.model_version("ev")
+        if featured:  # one IoU matrix per pair, not one per proposal
+            for rle, features in zip(found.masks, proposal_features_all(found), strict=True):
+                mv_queries.append(FeaturedMaskQuery(picture, pair.phrase, rle, features=features))
+        else:
+            mv_queries += [MaskQuery(picture, pair.phrase, rle) for rle in found.masks]
+        mv_targets += [(pair.id, row.id) for row in rows]
     verdicts = verifier.verify_masks(mv_queries) if mv_queries else []
-    rows_out: list[dict[str, object]] = []
     mv_by_proposal: dict[int, float] = {}
     for (pair_id, proposal_id), verdict in zip(mv_targets, verdicts, strict=True):
         mv_by_proposal[proposal_id] = verdict.p_accept
@@ -396,10 +576,9 @@ def _verify(item: _Item) -> JobItemStatus:
             {
                 "pair_id": pair_id, "proposal_id": proposal_id, "kind": VerificationKind.MV,
                 "label": verdict.label, "p_accept": verdict.p_accept,
-                "model_version": mv_version, "job_id": item.job_id,
+                "model_version": mv_version, "job_id": job_id,
             }
         )  # fmt: skip
-    thresholds = item.thresholds
     ev_queries: list[PairQuery] = []
     for pair in pairs:
         rows = proposals[pair.id]
@@ -408,89 +587,130 @@ def _verify(item: _Item) -> JobItemStatus:
             thresholds,
             hard_negative=pair.origin == PairOrigin.HARD_NEGATIVE,
         )
-        shown = (
-            [_rle(r.rle_counts, image) for r in rows
-             if mv_by_proposal[r.id] >= thresholds.accept_above]
+        shown_rows = (
+            [r for r in rows if mv_by_proposal[r.id] >= thresholds.accept_above]
             if question == EvQuestion.EXHAUSTIVITY
             else []
-        )  # fmt: skip
-        ev_queries.append(PairQuery(image=picture, phrase=pair.phrase, masks=shown))
+        )
+        shown_ids = {r.id for r in shown_rows}
+        ev_queries.append(
+            FeaturedPairQuery(
+                image=picture,
+                phrase=pair.phrase,
+                masks=[_rle(r.rle_counts, image) for r in shown_rows],
+                presence=rows[0].presence if rows else None,
+                unshown_scores=[r.score for r in rows if r.id not in shown_ids],
+                score_floor=score_floor,
+            )
+        )
     for pair, verdict in zip(pairs, verifier.verify_pairs(ev_queries), strict=True):
         rows_out.append(
             {
                 "pair_id": pair.id, "proposal_id": None, "kind": VerificationKind.EV,
                 "label": verdict.label, "p_accept": verdict.p_accept,
-                "model_version": ev_version, "job_id": item.job_id,
+                "model_version": ev_version, "job_id": job_id,
             }
         )  # fmt: skip
-    mining.add_verifications(session, rows_out)
-    mining.set_pair_states(session, [{"id": p.id, "state": PairState.VERIFIED} for p in pairs])
-    return JobItemStatus.DONE
+    return rows_out, [{"id": p.id, "state": PairState.VERIFIED} for p in pairs]
+
+
+def _verify(item: _Item) -> JobItemStatus:
+    return _single(_verify_batch, item)
 
 
 # ----------------------------------------------------------------------------------------- route
 
 
-def _route(item: _Item) -> JobItemStatus:
-    session, image = item.session, item.image
-    pairs = mining.job_pairs(session, image.id, item.job_id, [PairState.VERIFIED])
-    if not pairs:
-        return JobItemStatus.DONE
-    pair_ids = [p.id for p in pairs]
-    proposals = mining.proposals_of(session, pair_ids, item.backends.model_version("proposer"))
+def _route_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Route several images of one job: pairs, proposals and verifications read in one query
+    each, annotations, review tasks and pair states written in one statement each."""
+    first = items[0]
+    session, job_id, backends = first.session, first.job_id, first.backends
+    pairs_of = mining.job_pairs_many(
+        session, [item.image.id for item in items], job_id, [PairState.VERIFIED]
+    )
+    pair_ids = [p.id for pairs in pairs_of.values() for p in pairs]
+    proposals = mining.proposals_of(session, pair_ids, backends.model_version("proposer"))
     mv, ev = mining.verifications_of(
-        session, pair_ids, item.backends.model_version("verifier"),
-        item.backends.model_version("ev"),
-    )  # fmt: skip
-    thresholds = item.thresholds
+        session, pair_ids, backends.model_version("verifier"), backends.model_version("ev")
+    )
     pair_rows: list[dict[str, object]] = []
     annotations: list[dict[str, object]] = []
     to_review: list[int] = []
-    for pair in pairs:
-        rows = proposals[pair.id]
-        ev_label, ev_p = ev.get(pair.id, ("", None))
-        scores = PairScores(
-            pair_id=pair.id,
-            masks=[
-                MaskScore(
-                    r.id,
-                    mv[r.id][1] if r.id in mv else float("nan"),
-                    mv[r.id][0] if r.id in mv else "",
-                )
-                for r in rows
-            ],
-            ev_p_accept=ev_p,
-            ev_label=ev_label,
-            hard_negative=pair.origin == PairOrigin.HARD_NEGATIVE,
-        )
-        decision = route_pair(scores, thresholds)
-        pair_rows.append(
-            {
-                "id": pair.id,
-                "state": PairState(decision.outcome.value),
-                "is_exhaustive": decision.is_exhaustive,
-                "state_reason": decision.reason,
-            }
-        )
-        if decision.outcome == PairOutcome.REVIEW:
-            to_review.append(pair.id)
-        by_id = {r.id: r for r in rows}
-        for proposal_id in decision.accepted:
-            r = by_id[proposal_id]
-            x, y, w, h = r.bbox
-            annotations.append(
-                {
-                    "dataset_id": image.dataset_id, "pair_id": pair.id,
-                    "rle_counts": r.rle_counts, "bbox_x": x, "bbox_y": y, "bbox_w": w,
-                    "bbox_h": h, "area": r.area, "iscrowd": False,
-                    "source": AnnotationSource.AUTO, "score": mv[proposal_id][1],
-                    "proposal_id": proposal_id, "model_version": r.model_version,
-                }
-            )  # fmt: skip
+    results: dict[int, ItemResult] = {}
+    for item in items:
+        try:
+            pairs = pairs_of[item.image.id]
+            decided = [_route_pair(item, pair, proposals[pair.id], mv, ev) for pair in pairs]
+        except _PROPAGATE:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                raise
+            results[item.image.id] = exc
+            continue
+        for pair_row, review, accepted in decided:
+            pair_rows.append(pair_row)
+            to_review += review
+            annotations += accepted
+        results[item.image.id] = JobItemStatus.DONE
     mining.add_auto_annotations(session, annotations)
     mining.add_review_tasks(session, to_review)
     mining.set_pair_states(session, pair_rows)
-    return JobItemStatus.DONE
+    return results
+
+
+def _route_pair(
+    item: _Item,
+    pair: mining.PairRow,
+    rows: list[mining.ProposalRow],
+    mv: dict[int, tuple[str, float]],
+    ev: dict[int, tuple[str, float]],
+) -> tuple[dict[str, object], list[int], list[dict[str, object]]]:
+    """One pair's routing: its new state, ``[its id]`` when it goes to review, its automatic
+    annotations (nothing written yet)."""
+    ev_label, ev_p = ev.get(pair.id, ("", None))
+    scores = PairScores(
+        pair_id=pair.id,
+        masks=[
+            MaskScore(
+                r.id,
+                mv[r.id][1] if r.id in mv else float("nan"),
+                mv[r.id][0] if r.id in mv else "",
+            )
+            for r in rows
+        ],
+        ev_p_accept=ev_p,
+        ev_label=ev_label,
+        hard_negative=pair.origin == PairOrigin.HARD_NEGATIVE,
+    )
+    decision = route_pair(scores, item.thresholds)
+    state = {
+        "id": pair.id,
+        "state": PairState(decision.outcome.value),
+        "is_exhaustive": decision.is_exhaustive,
+        "state_reason": decision.reason,
+    }
+    review = [pair.id] if decision.outcome == PairOutcome.REVIEW else []
+    by_id = {r.id: r for r in rows}
+    annotations: list[dict[str, object]] = []
+    for proposal_id in decision.accepted:
+        r = by_id[proposal_id]
+        x, y, w, h = r.bbox
+        annotations.append(
+            {
+                "dataset_id": item.image.dataset_id, "pair_id": pair.id,
+                "rle_counts": r.rle_counts, "bbox_x": x, "bbox_y": y, "bbox_w": w,
+                "bbox_h": h, "area": r.area, "iscrowd": False,
+                "source": AnnotationSource.AUTO, "score": mv[proposal_id][1],
+                "proposal_id": proposal_id, "model_version": r.model_version,
+            }
+        )  # fmt: skip
+    return state, review, annotations
+
+
+def _route(item: _Item) -> JobItemStatus:
+    return _single(_route_batch, item)
 
 
 # ------------------------------------------------------------------------------------ run_stage
@@ -506,6 +726,17 @@ _STAGE_FUNCS: dict[str, Callable[[_Item], JobItemStatus]] = {
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
+# Stages that read and write a whole batch of images at once (the others run image by image
+# inside the batch's transaction).
+_BATCH_FUNCS: dict[str, Callable[[list[_Item]], dict[int, ItemResult]]] = {
+    "caption": _caption_batch,
+    "parse": _parse_batch,
+    "propose": _propose_batch,
+    "verify": _verify_batch,
+    "route": _route_batch,
+}
+
+
 def run_stage(session: Session, job_id: int, image_id: int, stage: str) -> None:
     """Run ``stage`` of ``image_id`` in ``job_id`` inside the caller's transaction.
 
@@ -517,37 +748,92 @@ def run_stage(session: Session, job_id: int, image_id: int, stage: str) -> None:
 
     Raises:
         InvalidInputError: ``stage`` is not one of :data:`STAGES`.
-        NotFoundError: no such job.
+        NotFoundError: no such job, or no such image.
+    """
+    run_stage_batch(session, job_id, [image_id], stage)
+
+
+def run_stage_batch(
+    session: Session, job_id: int, image_ids: Sequence[int], stage: str
+) -> list[int]:
+    """:func:`run_stage` for several images of one job, in the caller's one transaction.
+
+    Per image the outcome is that of :func:`run_stage` (finished items are left alone, a bad
+    image is recorded and the others go on), and so are the rows: a batch writes exactly what
+    its images run one by one would. What is shared is the per-message cost: the job is read
+    once, the items are claimed and settled in one statement each, and every stage but ingest
+    reads and writes all its images' rows in one statement each (the models still run per
+    image, so no image's results depend on its batch).
+
+    Returns the images whose attempt failed in a way the stage could pin on one image (the
+    captioner, parser, proposer or verifier raising for it; the other images' rows are
+    written): their items are pending again (or failed, when the job's ``max_attempts`` are
+    used up), for the caller to run again later. Any other error propagates and the caller's
+    transaction rolls back as a whole (the edge then runs the images one by one to find the
+    one at fault).
+
+    Raises:
+        InvalidInputError: ``stage`` is not one of :data:`STAGES`.
+        NotFoundError: no such job, or one of the images does not exist.
     """
     func = _STAGE_FUNCS.get(stage)
     if func is None:
         raise InvalidInputError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
     job = mining.get_job(session, job_id)
     if job.status not in _ACTIVE or job.dataset_id is None:
-        return
+        return []
     config = job_config(job.config, job_id)
     stages = config.stages
     if stage not in stages:
-        return
-    if not mining.claim_item(session, job_id, image_id, stage):
-        return
-    image = mining.get_image(session, image_id)
-    item = _Item(session, job_id, job.dataset_id, image, config, get_backends(config))
+        return []
+    claimed = sorted(mining.claim_items(session, job_id, list(dict.fromkeys(image_ids)), stage))
+    if not claimed:
+        return []
+    images = mining.get_images(session, claimed)
+    missing = [i for i in claimed if i not in images]
+    if missing:
+        raise NotFoundError(f"no image {missing[0]}")
+    backends = get_backends(config)
+    items = [_Item(session, job_id, job.dataset_id, images[i], config, backends) for i in claimed]
+    batch = _BATCH_FUNCS.get(stage)
+    results: dict[int, ItemResult]
+    if batch is not None:
+        results = batch(items)
+    else:
+        results = {}
+        for item in items:
+            try:
+                # Stages raise BadItemError before their first write: nothing to roll back.
+                results[item.image.id] = func(item)
+            except BadItemError as exc:
+                results[item.image.id] = exc
     later = stages[stages.index(stage) + 1 :]
-    try:
-        # Stages raise BadItemError before their first write, so nothing needs rolling back.
-        status = func(item)
-    except BadItemError as exc:
-        reason = str(exc)
-        if stage == "ingest":
-            image.status = ImageStatus.FAILED
-            image.error = reason
-        mining.set_item(session, job_id, image_id, stage, JobItemStatus.FAILED, reason)
-        mining.skip_later(session, job_id, image_id, later, f"skipped: {stage} failed")
-        session.flush()
-        return
-    mining.set_item(session, job_id, image_id, stage, status)
+    by_status: dict[JobItemStatus, list[int]] = {}
+    retry: list[int] = []
+    for image_id, result in results.items():
+        if isinstance(result, BadItemError):
+            reason = str(result)
+            if stage == "ingest":
+                images[image_id].status = ImageStatus.FAILED
+                images[image_id].error = reason
+            mining.set_item(session, job_id, image_id, stage, JobItemStatus.FAILED, reason)
+            mining.skip_later(session, job_id, image_id, later, f"skipped: {stage} failed")
+        elif isinstance(result, Exception):
+            log.warning("job %s: %s of image %s failed: %s", job_id, stage, image_id, result)
+            error = "".join(traceback.format_exception_only(result)).strip()[:2000]
+            status = mining.fail_claimed_item(
+                session, job_id, image_id, stage, error, max_attempts=config.max_attempts
+            )
+            if status == JobItemStatus.FAILED:
+                mining.skip_later(session, job_id, image_id, later, f"skipped: {stage} failed")
+            else:
+                retry.append(image_id)
+        else:
+            by_status.setdefault(result, []).append(image_id)
+    for status, ids in by_status.items():
+        mining.set_items(session, job_id, ids, stage, status)
     session.flush()
+    return retry
 
 
 def _stage(name: str) -> Callable[[Session, int, int], None]:

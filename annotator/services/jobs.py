@@ -38,6 +38,7 @@ from annotator.routing import Thresholds, fitted_thresholds
 __all__ = [
     "JobProgress",
     "StageProgress",
+    "batch_size",
     "cancel_job",
     "create_mining_job",
     "fail_job",
@@ -46,6 +47,7 @@ __all__ = [
     "list_jobs",
     "next_items",
     "ready_after",
+    "ready_after_many",
     "record_failure",
     "resume_job",
     "start_job",
@@ -203,6 +205,18 @@ def ready_after(session: Session, job_id: int, image_id: int, stage: str) -> lis
     skipped): usually the image's next stage; all images' ``propose`` when this was the last
     ``parse`` of a job with hard negatives. Call after the finishing transaction committed; an
     item may be returned twice to two callers (running it twice is harmless)."""
+    return ready_after_many(session, job_id, [image_id], stage)
+
+
+def batch_size(session: Session, job_id: int) -> int:
+    """Images per stage task of the job (``MiningConfig.batch_size``)."""
+    return _config(mining.get_job(session, job_id)).batch_size
+
+
+def ready_after_many(
+    session: Session, job_id: int, image_ids: list[int], stage: str
+) -> list[tuple[int, str]]:
+    """:func:`ready_after` for several images that finished ``stage`` (one query)."""
     job = mining.get_job(session, job_id)
     if job.status not in ACTIVE:
         return []
@@ -217,7 +231,7 @@ def ready_after(session: Session, job_id: int, image_id: int, stage: str) -> lis
         return [(img, following) for img in mining.ready_items(session, job_id, following, stage)]
     return [
         (img, following)
-        for img in mining.ready_items(session, job_id, following, stage, image_id=image_id)
+        for img in mining.ready_items(session, job_id, following, stage, image_ids=image_ids)
     ]
 
 

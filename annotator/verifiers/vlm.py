@@ -25,7 +25,7 @@ from annotator.backends import MaskQuery, PairQuery, Verdict
 from annotator.config import get_settings
 from annotator.errors import ModelLoadError
 from annotator.images import ensure_rgb
-from annotator.verifiers.render import draw_boxes, render_mask_query
+from annotator.verifiers.render import MaskRenderer, draw_boxes, render_height
 
 if TYPE_CHECKING:
     import torch
@@ -111,6 +111,9 @@ class VlmVerifier:
     """
 
     name = "vlm"
+    # MV looks at the rendered mask only: the pipeline need not compute proposal features
+    # (FeaturedMaskQuery) for it.
+    reads_features = False
 
     def __init__(
         self,
@@ -168,9 +171,35 @@ class VlmVerifier:
 
     def mask_inputs(self, query: MaskQuery) -> tuple[Image, str]:
         """The image and prompt the model sees for one MV query."""
-        mask = mask_ops.decode(query.mask)
-        rendered = render_mask_query(ensure_rgb(query.image), mask, context=self.crop_context)
-        return rendered, mv_prompt(query.phrase)
+        return self._mask_inputs([query])[0]
+
+    def _render_height(self, image: Image) -> int | None:
+        """The MV rendering's height for this model's image processor (see
+        :func:`~annotator.verifiers.render.render_height`): rendered at the size the model
+        takes, the processor does not resize it again."""
+        self.load()
+        assert self._runtime is not None
+        return render_height(self._runtime.image_size(), image.size)
+
+    def _mask_inputs(self, queries: Sequence[MaskQuery]) -> list[tuple[Image, str]]:
+        """MV inputs; the masks of one image share its renderer (the image is read and scaled
+        once), and only each mask's box is decoded."""
+        renderers: dict[int, MaskRenderer] = {}
+        prompts: dict[str, str] = {}
+        out: list[tuple[Image, str]] = []
+        for query in queries:
+            renderer = renderers.get(id(query.image))
+            if renderer is None:
+                image = ensure_rgb(query.image)
+                renderer = MaskRenderer(
+                    image, height=self._render_height(image), context=self.crop_context
+                )
+                renderers[id(query.image)] = renderer
+            prompt = prompts.get(query.phrase)
+            if prompt is None:
+                prompt = prompts[query.phrase] = mv_prompt(query.phrase)
+            out.append((renderer.render_rle(query.mask), prompt))
+        return out
 
     def pair_inputs(self, query: PairQuery) -> tuple[Image, str]:
         """The image and prompt the model sees for one EV query."""
@@ -179,7 +208,7 @@ class VlmVerifier:
 
     def verify_masks(self, queries: Sequence[MaskQuery]) -> list[Verdict]:
         """MV verdicts; ``p_accept`` = P(Accept) + P(Accept as text) among the option letters."""
-        inputs = [self.mask_inputs(q) for q in queries]
+        inputs = self._mask_inputs(queries)
         return self._ask(inputs, [MV_OPTIONS] * len(inputs))
 
     def verify_pairs(self, queries: Sequence[PairQuery]) -> list[Verdict]:
@@ -200,9 +229,10 @@ class VlmVerifier:
         self.load()
         assert self._runtime is not None and self._letter_ids is not None
         out: list[list[float]] = []
-        for start in range(0, len(images), self.batch_size):
+        chunks = self._runtime.encode_chunks(images, prompts, self.batch_size)
+        for start, batch in zip(range(0, len(images), self.batch_size), chunks, strict=True):
             stop = start + self.batch_size
-            logits = self._runtime.next_token_logits(images[start:stop], prompts[start:stop])
+            logits = self._runtime.batch_logits(batch)
             for row, count in zip(logits, n_options[start:stop], strict=True):
                 per_letter = [
                     torch.logsumexp(row[self._letter_ids[LETTERS[i]]], dim=0) for i in range(count)

@@ -331,3 +331,42 @@ def test_next_items_and_ready_after_follow_stage_order_and_the_parse_barrier(
         assert jobs.ready_after(session, job_id, ids[-1], "parse") == [(i, "propose") for i in ids]
         with pytest.raises(Exception, match="unknown stage"):
             run_stage(session, job_id, ids[0], "paint")
+
+
+def test_batches_give_the_rows_of_one_image_at_a_time(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    """Stages run on batches of images (one transaction, shared reads and writes) write exactly
+    the rows of the same stages run image by image, captions, hard negatives and all."""
+    rows: list[object] = []
+    for size in (1, 3, 256):
+        name = f"batch{size}"
+        add_dataset(engine, name, image_dir, alt_text_file)
+        config = make_config(caption_when_alt_text=True, batch_size=size)
+        _, status = launch_job(engine, name, config)
+        assert status == JobStatus.DONE
+        rows.append(dataset_rows(engine, _dataset_id(engine, name)))
+    assert rows[0] == rows[1] == rows[2]
+    assert len(rows[0]) >= 6
+
+
+def test_a_failed_attempt_in_a_batch_keeps_the_other_images_work(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    """The verifier fails for one image of a batch: the others' verifications are written in
+    that attempt, only the failed item runs again (one attempt more), and the rows are those of
+    an undisturbed run."""
+    add_dataset(engine, "calm", image_dir, alt_text_file)
+    add_dataset(engine, "bumpy", image_dir, alt_text_file)
+    config = make_config(scripted=True, captioner=False, hard_negatives=False)
+    launch_job(engine, "calm", config)
+    fakes.FAILURES["verify"] = 1
+    job_id, status = launch_job(engine, "bumpy", config)
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        attempts = session.scalars(
+            select(JobItem.attempts).where(JobItem.job_id == job_id, JobItem.stage == "verify")
+        ).all()
+    assert sorted(attempts) == [1] * (len(attempts) - 1) + [2]
+    calm = dataset_rows(engine, _dataset_id(engine, "calm"))
+    assert dataset_rows(engine, _dataset_id(engine, "bumpy")) == calm

@@ -86,3 +86,93 @@ def test_draw_boxes_outlines_each_box() -> None:
     assert (out[5:11, 6:14] == 0).all()  # inside untouched
     assert (out[0:4] == 0).all()  # outside untouched
     assert (out[10, 20:35] == red).all()
+
+
+def _photo(w: int = 160, h: int = 120) -> Image.Image:
+    rng = np.random.default_rng(2)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_render_at_the_model_height_colours_inside_only_and_keeps_crop_bounds() -> None:
+    """Rendered smaller than the image (the processor's input size): the image is scaled
+    (area), the mask too (a pixel at least half covered is inside), and the overlay is drawn on
+    the scaled panel: outside untouched, fill inside, a 2-pixel outline on the mask's edge."""
+    import cv2
+
+    image = _photo()
+    mask = np.zeros((120, 160), dtype=bool)
+    mask[30:90, 40:120] = True
+    height, left_w = 30, 40  # a quarter of 160 x 120
+    rendered = np.asarray(render_mask_query(image, mask, context=0.5, height=height))
+    box = crop_box((40, 30, 120, 90), image.size, context=0.5)
+    assert box == (0, 0, 160, 120)  # 80 px * 2, clipped to the image
+    assert rendered.shape == (height, left_w + GAP + 40, 3)
+    assert (rendered[:, left_w : left_w + GAP] == 255).all()
+    scaled = cv2.resize(np.asarray(image), (left_w, height), interpolation=cv2.INTER_AREA)
+    left = rendered[:, :left_w]
+    # Mask rows 30..90 / columns 40..120 cover panel rows 7.5..22.5 (7 and 22 half covered:
+    # inside) and columns 10..30.
+    inside = np.zeros((height, left_w), dtype=bool)
+    inside[7:23, 10:30] = True
+    np.testing.assert_array_equal(left[~inside], scaled[~inside])
+    interior = np.zeros_like(inside)
+    interior[9:21, 12:28] = True
+    fill = np.rint(0.55 * scaled[interior].astype(np.float32) + 0.45 * np.float32(FILL_COLOR))
+    np.testing.assert_array_equal(left[interior], fill.astype(np.uint8))
+    assert (left[inside & ~interior] == OUTLINE_COLOR).all()
+    # The crop (here the whole image) is scaled and overlaid the same way.
+    np.testing.assert_array_equal(rendered[:, left_w + GAP :], left)
+
+
+def test_crop_panel_is_the_crop_of_the_overlay_when_not_scaled() -> None:
+    """Crops as high as the image are not scaled: the right panel is exactly the crop of the
+    full-resolution overlay (the outline included, also where the mask ends at the crop)."""
+    rng = np.random.default_rng(4)
+    image = _image(100, 40)
+    for k in range(20):
+        mask = np.zeros((40, 100), dtype=bool)
+        x0, y0 = rng.integers(0, 40), rng.integers(0, 10)
+        mask[y0 : y0 + rng.integers(20, 30), x0 : x0 + rng.integers(40, 60)] = True
+        mask &= rng.random(mask.shape) < 0.97  # holes
+        context = 0.0 if k % 2 else 0.5
+        box = mask_box(mask)
+        assert box is not None
+        crop = crop_box(box, (100, 40), context=context)
+        assert crop[3] - crop[1] == 40  # clipped to the image height: no scaling
+        rendered = np.asarray(render_mask_query(image, mask, context=context))
+        expected = np.asarray(overlay_mask(image, mask).crop(crop))
+        np.testing.assert_array_equal(rendered[:, 100 + GAP :], expected)
+
+
+def test_renderer_reuses_the_image_and_decodes_only_the_mask_box() -> None:
+    from annotator import masks as mask_ops
+    from annotator.verifiers.render import MaskRenderer
+
+    image = _photo()
+    rng = np.random.default_rng(3)
+    # One renderer per height for all its masks; 7 px high: panels shrunk from integral images.
+    renderers = {h: MaskRenderer(image, height=h, context=0.5) for h in (48, 7)}
+    for k in range(12):
+        height = 48 if k < 6 else 7
+        renderer = renderers[height]
+        mask = np.zeros((120, 160), dtype=bool)
+        x, y = rng.integers(0, 140), rng.integers(0, 100)
+        mask[y : y + rng.integers(1, 40), x : x + rng.integers(1, 60)] = True
+        if k % 6 == 4:
+            mask[5:110, 3:150] = rng.random((105, 147)) < 0.7  # large and ragged
+        if k % 6 == 5:
+            mask[:] = False
+        one = np.asarray(render_mask_query(image, mask, height=height))
+        np.testing.assert_array_equal(np.asarray(renderer.render(mask)), one)
+        np.testing.assert_array_equal(np.asarray(renderer.render_rle(mask_ops.encode(mask))), one)
+
+
+def test_render_height_matches_the_processor_input() -> None:
+    from annotator.verifiers.render import render_height
+
+    assert render_height(None, (640, 480)) is None
+    assert render_height({"shortest_edge": 336}, (640, 480)) == 336  # the rendering is wide
+    assert render_height({"height": 560, "width": 560}, (640, 480)) == 560
+    # longest_edge: the image panel (4:3) plus a square crop is 384 wide
+    assert render_height({"longest_edge": 384}, (640, 480)) == 162  # 162 * 4/3 + 4 + 162 = 382
+    assert render_height({"max_pixels": 1000}, (640, 480)) is None  # unknown: full resolution

@@ -278,7 +278,8 @@ def test_cancel_revokes_queued_work_and_resume_runs_only_what_is_left(
     # No worker yet: the job's first items wait in the queue.
     engine, job_id = _launch("cancel", mining_config, image_dir)
     images = len(expected["images"])
-    assert queued(redis_client) == images  # one ingest message per image
+    batch = MiningConfig.model_validate(mining_config).batch_size
+    assert queued(redis_client) == -(-images // batch)  # one ingest message per batch of images
     result = CliRunner().invoke(app, ["jobs", "cancel", str(job_id)])
     assert result.exit_code == 0 and "cancelled" in result.output, result.output
     assert _status(engine, job_id) == JobStatus.CANCELLED
