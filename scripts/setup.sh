@@ -38,4 +38,14 @@ if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev
       >/dev/null 2>&1 || echo "note: could not install docker-compose (apt)" >&2
   fi
 fi
+# The browser test (tests/web/test_browser.py) drives Debian's Chromium through Playwright; a
+# browser is never downloaded (no `playwright install`). Install it when missing and this is a
+# Debian machine we may administer; best effort: without it that test fails and says why.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends chromium chromium-driver) >/dev/null 2>&1 \
+      || echo "note: could not install chromium (apt)" >&2
+  fi
+fi
 echo "annotator installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -162,6 +162,8 @@ class Image(Base):
     __table_args__ = (
         UniqueConstraint("dataset_id", "file_name"),
         UniqueConstraint("dataset_id", "sha256"),
+        # Keyset pages of a dataset's images (the browser).
+        Index("ix_images_dataset_page", "dataset_id", "id"),
         CheckConstraint("width IS NULL OR width > 0", name="width_positive"),
         CheckConstraint("height IS NULL OR height > 0", name="height_positive"),
     )
@@ -254,6 +256,9 @@ class Pair(Base):
     __table_args__ = (
         UniqueConstraint("image_id", "concept_id"),
         Index("ix_pairs_dataset_state", "dataset_id", "state"),
+        # Keyset pages of a concept's pairs in a dataset (the browser), a job's pairs.
+        Index("ix_pairs_dataset_concept_page", "dataset_id", "concept_id", "id"),
+        Index("ix_pairs_job", "job_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -283,6 +288,8 @@ class Proposal(Base):
     __tablename__ = "proposals"
     __table_args__ = (
         UniqueConstraint("pair_id", "model_version", "rank"),
+        # A job's proposals: its outcome counters, the proposer versions it ran (metrics).
+        Index("ix_proposals_job", "job_id"),
         CheckConstraint("rank >= 0", name="rank_nonnegative"),
         CheckConstraint("area >= 0", name="area_nonnegative"),
     )
@@ -314,6 +321,8 @@ class Verification(Base):
         ),
         CheckConstraint("p_accept >= 0 AND p_accept <= 1", name="p_accept_range"),
         UniqueConstraint("pair_id", "proposal_id", "kind", "model_version"),
+        # Verifier-vs-human agreement joins reviews to MV verdicts by proposal.
+        Index("ix_verifications_proposal", "proposal_id"),
         # NULLs are distinct in the constraint above, so EV rows (no proposal) need their own.
         Index(
             "uq_verifications_ev",
@@ -406,6 +415,7 @@ class Review(Base):
     __table_args__ = (
         CheckConstraint("lead_time_s IS NULL OR lead_time_s >= 0", name="lead_time_nonnegative"),
         Index("ix_reviews_external", "external_id"),
+        Index("ix_reviews_proposal", "proposal_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

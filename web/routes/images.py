@@ -40,7 +40,19 @@ def _local_file(uri: str, settings: Settings) -> Path | None:
     return None
 
 
-@router.api_route("/images/{image_id}", methods=["GET", "HEAD"], name="image")
+@router.get(
+    "/images/{image_id}",
+    name="image",
+    summary="Image bytes behind a signed URL (Label Studio)",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/*": {}}},
+        307: {"description": "The image is stored at a URL."},
+        403: {"description": "Invalid or expired signature."},
+        404: {"description": "No such image, or its file is missing."},
+    },
+)
+@router.head("/images/{image_id}", include_in_schema=False)
 def get_image(
     image_id: int,
     exp: Annotated[int, Query(description="Expiry, unix seconds.")],

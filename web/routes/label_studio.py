@@ -20,7 +20,17 @@ from web.deps import LabelStudioDep, SessionDep, SettingsDep
 router = APIRouter(tags=["label-studio"])
 
 
-@router.post("/webhooks/label-studio", name="label_studio_webhook")
+@router.post(
+    "/webhooks/label-studio",
+    name="label_studio_webhook",
+    responses={
+        401: {"description": "Missing or wrong secret header."},
+        404: {"description": "The task or annotation is unknown."},
+        409: {"description": "Conflicts with the current state."},
+        413: {"description": "Body over the size limit."},
+        502: {"description": "Label Studio could not be asked."},
+    },
+)
 def label_studio_webhook(
     payload: Annotated[Any, Body()],
     session: SessionDep,
