@@ -130,6 +130,7 @@ REGISTRY: dict[BackendKind, dict[str, str]] = {
     "verifier": {
         "vlm": "annotator.verifiers.vlm:VlmVerifier",
         "calibrated": "annotator.verifiers.calibrated:CalibratedVerifier",
+        "scores": "annotator.verifiers.scores:ScoreVerifier",
     },
 }
 

@@ -371,7 +371,12 @@ def worker_cmd(
 
 
 # images add, mine, jobs ...: defined in their own module, registered on `app` when imported.
-from annotator import cli_jobs  # noqa: E402, F401
+from annotator import (  # noqa: E402, F401
+    cli_demo,
+    cli_jobs,
+    cli_train,
+    cli_users,
+)
 
 # -------------------------------------------------------------------------------------- review
 

@@ -72,7 +72,7 @@ _ADJ_NOUNS = frozenset(
         orange lime olive gold silver cream ivory copper bronze light baby adult male female
         glass metal plastic paper wood stone brick concrete steel iron leather rubber cotton
         wool denim silk velvet cardboard straw bamboo marble granite porcelain ceramic
-        wicker double twin front back top bottom middle
+        wicker double twin front back top bottom middle square
         """
     )
 )

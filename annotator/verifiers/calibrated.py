@@ -45,6 +45,7 @@ __all__ = [
     "FeaturedMaskQuery",
     "ProposalFeatures",
     "proposal_features",
+    "proposal_features_all",
     "stability_score",
 ]
 
@@ -123,6 +124,37 @@ def proposal_features(
         stability=stability,
         vlm_p_accept=vlm_p_accept,
     )
+
+
+def proposal_features_all(proposals: PhraseProposals) -> list[ProposalFeatures]:
+    """:func:`proposal_features` of every mask of ``proposals``, in order: one IoU matrix for
+    the whole set and one area / box call, instead of one per mask."""
+    rles: list[RLE] = list(proposals.masks)
+    if not rles:
+        return []
+    height, width = rles[0]["size"]
+    areas = mask_ops.areas(rles)
+    boxes = mask_ops.bboxes(rles)
+    box_areas = boxes[:, 2] * boxes[:, 3]
+    if len(rles) > 1:
+        ious = mask_ops.iou_matrix(rles, rles)
+        np.fill_diagonal(ious, -np.inf)
+        max_iou = ious.max(axis=1)
+    else:
+        max_iou = np.zeros(1)
+    image_area = float(height * width)
+    presence = float(proposals.presence)
+    return [
+        ProposalFeatures(
+            score=float(proposals.scores[k]),
+            presence=presence,
+            area_fraction=float(areas[k]) / image_area if image_area else 0.0,
+            fill_ratio=float(areas[k]) / float(box_areas[k]) if box_areas[k] else 0.0,
+            max_iou_same_pair=float(max_iou[k]),
+            rank=k,
+        )
+        for k in range(len(rles))
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Generated datasets (the synthetic world the starter proposer learns from)."""

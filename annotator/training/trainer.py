@@ -1,0 +1,278 @@
+"""The proposer's training loop: ``Sam3Model`` + :class:`~annotator.training.loss.SetCriterion`.
+
+Per step: one vision forward for the batch's images, then every image-phrase row of the batch
+through the detector (the rows of an image share its vision features, as at inference), the
+set-prediction loss, AdamW with warm-up and cosine decay, gradient clipping.
+
+The output directory is a standard model directory (``config.json``, ``model.safetensors``,
+tokenizer files, ``processor_config.json``) that ``Sam3Model.from_pretrained`` and the ``sam3``
+proposer load. Training state (weights, optimiser, step) is checkpointed under
+``<out>/.training/`` every ``checkpoint_every`` steps, and a run started again with ``resume``
+continues from there with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from annotator import modeling
+from annotator.miners.sam3 import Preprocessing, _image_processor_config
+from annotator.training.data import Batch, Example, batches
+from annotator.training.loss import LossWeights, SetCriterion, Target, box_xyxy_from_masks
+
+__all__ = ["StepReport", "TrainResult", "TrainSettings", "load_for_training", "train"]
+
+STATE_DIR = ".training"
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train. ``steps`` counts optimiser steps; ``snapshot_steps`` also saves the model
+    directory as it was after those steps (as ``<out>-step<N>``), e.g. a weaker checkpoint."""
+
+    steps: int = 2000
+    images_per_batch: int = 8
+    phrases_per_image: int = 4
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    checkpoint_every: int = 200
+    snapshot_steps: tuple[int, ...] = ()
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    steps: int
+    loss: float
+    terms: dict[str, float]
+    lr: float
+    elapsed_s: float
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    resumed_from: int
+    first_loss: float | None
+    last_loss: float | None
+    elapsed_s: float
+    snapshots: list[Path] = field(default_factory=list)
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def load_for_training(source: str | Path, device: torch.device) -> tuple[Any, Any, Preprocessing]:
+    """Model (train mode, float32), tokenizer and preprocessing of a local model directory."""
+    from transformers import AutoTokenizer, Sam3Model
+
+    path = str(source)
+    model = Sam3Model.from_pretrained(path, dtype=torch.float32)
+    model.to(device)  # type: ignore[arg-type]
+    model.train()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    preprocessing = Preprocessing.from_config(_image_processor_config(path))
+    return model, tokenizer, preprocessing
+
+
+def _lr_factor(step: int, settings: TrainSettings) -> float:
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(settings.steps - settings.warmup_steps, 1)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _targets(batch: Batch) -> list[Target]:
+    return [Target(masks=m, boxes=box_xyxy_from_masks(m)) for m in batch.masks]
+
+
+def _forward(model: Any, tokenizer: Any, batch: Batch, device: torch.device) -> Any:
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    vision = model.get_vision_features(pixel_values=batch.pixels.to(device))
+    index = batch.image_index.to(device)
+    rows = Sam3VisionEncoderOutput(
+        fpn_hidden_states=tuple(t.index_select(0, index) for t in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(t.index_select(0, index) for t in vision.fpn_position_encoding),
+    )
+    length = int(getattr(model.config.text_config, "max_position_embeddings", 32))
+    encoded = tokenizer(
+        batch.phrases, padding="max_length", truncation=True, max_length=length,
+        return_tensors="pt",
+    )  # fmt: skip
+    return model(
+        vision_embeds=rows,
+        input_ids=encoded["input_ids"].to(device),
+        attention_mask=encoded["attention_mask"].to(device),
+    )
+
+
+def save_model_dir(model: Any, tokenizer: Any, source: Path, out: Path) -> None:
+    """Write ``model`` as a complete model directory at ``out`` (tokenizer and processor
+    config copied from ``source``), replacing the files of an older one atomically enough:
+    a reader sees the old or the new weights file, never half of one."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".saving"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    processor = source / "processor_config.json"
+    if processor.is_file() and processor.resolve() != (tmp / processor.name).resolve():
+        shutil.copyfile(processor, tmp / processor.name)
+    for file in tmp.iterdir():
+        file.replace(out / file.name)
+    tmp.rmdir()
+
+
+def train(
+    init: Path,
+    examples: Sequence[Example],
+    out: Path,
+    settings: TrainSettings,
+    *,
+    resume: bool = True,
+    progress: Callable[[StepReport], None] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train the model of directory ``init`` on ``examples``; write the result to ``out``.
+
+    ``init`` is a complete model directory (a fresh one from
+    :func:`~annotator.training.checkpoint.new_model_dir`, or a trained proposer to fine-tune).
+    With ``resume`` and a training state under ``out``, training continues from it (``init``
+    is then only read for the tokenizer and processor config).
+    """
+    torch.manual_seed(settings.seed)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = modeling.resolve_device(settings.device)
+    model, tokenizer, preprocessing = load_for_training(init, device)
+    criterion = SetCriterion(settings.weights)
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name or "bias" in name else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=settings.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, settings)
+    )
+    state_path = out / STATE_DIR / STATE_FILE
+    start = 0
+    history: list[tuple[int, float]] = []
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        history = list(state.get("history", []))
+    resumed_from = start
+
+    def checkpoint(step: int) -> None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "history": history,
+                "settings": repr(settings),
+            },
+            tmp,
+        )
+        tmp.replace(state_path)
+
+    snapshots: list[Path] = []
+    began = time.monotonic()
+    stream = batches(
+        examples,
+        preprocessing,
+        images_per_batch=settings.images_per_batch,
+        phrases_per_image=settings.phrases_per_image,
+        seed=settings.seed,
+        start_step=start,
+    )
+    first_loss: float | None = history[0][1] if history else None
+    last_loss: float | None = history[-1][1] if history else None
+    model.train()
+    for step in range(start, settings.steps):
+        batch = next(stream)
+        outputs = _forward(model, tokenizer, batch, device)
+        terms = criterion(outputs, _targets(batch))
+        loss = terms["total"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.detach())
+        history.append((step + 1, value))
+        first_loss = value if first_loss is None else first_loss
+        last_loss = value
+        if progress is not None:
+            progress(
+                StepReport(
+                    step=step + 1,
+                    steps=settings.steps,
+                    loss=value,
+                    terms={k: float(v.detach()) for k, v in terms.items() if k != "total"},
+                    lr=float(scheduler.get_last_lr()[0]),
+                    elapsed_s=time.monotonic() - began,
+                )
+            )
+        done = step + 1
+        if done in settings.snapshot_steps:
+            snapshot = out.with_name(f"{out.name}-step{done}")
+            model.eval()
+            save_model_dir(model, tokenizer, Path(init), snapshot)
+            model.train()
+            snapshots.append(snapshot)
+        if settings.checkpoint_every and done % settings.checkpoint_every == 0:
+            checkpoint(done)
+    model.eval()
+    save_model_dir(model, tokenizer, Path(init), out)
+    checkpoint(settings.steps)
+    elapsed = time.monotonic() - began
+    info = {
+        "steps": settings.steps,
+        "resumed_from": resumed_from,
+        "elapsed_s": round(elapsed, 1),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "weights"},
+        "weights": asdict(settings.weights),
+        **(metadata or {}),
+    }
+    (out / STATE_DIR / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return TrainResult(
+        out=out,
+        steps=settings.steps,
+        resumed_from=resumed_from,
+        first_loss=first_loss,
+        last_loss=last_loss,
+        elapsed_s=elapsed,
+        snapshots=snapshots,
+        history=history,
+    )

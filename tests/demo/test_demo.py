@@ -1,0 +1,86 @@
+"""``annotator demo`` end to end at a small size (two rounds: the flywheel path too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pycocotools.coco import COCO
+from sqlalchemy import select
+
+from annotator.db.models import Annotation, AnnotationSource, Review
+from annotator.db.session import get_engine, session_scope
+from annotator.demo.reviewer import SIMULATED_REVIEWER
+from annotator.demo.run import DemoSettings, run_demo
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    results = run_demo(
+        DemoSettings(
+            out=out, rounds=2, images=10, warmup_images=6, eval_scenes=4, finetune_steps=4,
+            report_images=2,
+        ),
+        log=lines.append,
+    )  # fmt: skip
+    assert [r.round for r in results] == [1, 2]
+    assert any("SIMULATED reviewer" in line for line in lines)
+    for r in results:
+        assert r.pairs > 0
+        assert r.reviewed_pairs + r.auto_negative_pairs + r.auto_positive_pairs <= r.pairs
+        assert 0.0 <= r.human_share <= 1.0
+        assert r.human_s_with <= r.human_s_without
+        assert set(r.heldout_cgf1) >= {"cgF1", "pmF1", "IL_MCC"}
+    assert results[1].proposer == "proposer-round2"
+    assert (out / "models" / "proposer-round2" / "model.safetensors").is_file()
+
+    for name in ("demo.coco.json", "demo.saco.json"):
+        coco = COCO(str(out / name))
+        for ann in coco.dataset["annotations"]:
+            assert coco.annToMask(ann).sum() > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 2
+    report = (out / "report.html").read_text()
+    assert "SIMULATED reviewer" in report and "data:image/png;base64," in report
+    assert "http://" not in report and "https://" not in report
+
+    # Reviews went through the review data model, as a Label Studio sync writes them.
+    engine = get_engine(f"sqlite:///{out / 'annotator.db'}")
+    with session_scope(engine) as session:
+        reviews = list(session.scalars(select(Review)))
+        assert reviews and all(r.reviewer == SIMULATED_REVIEWER for r in reviews)
+        human = list(
+            session.scalars(select(Annotation).where(Annotation.source == AnnotationSource.HUMAN))
+        )
+        assert human and all(a.review_id is not None for a in human)
+
+    # The same dataset through the training commands a user runs on real data.
+    from typer.testing import CliRunner
+
+    from annotator.cli import app
+    from annotator.config import get_settings
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    runner = CliRunner()
+    url = f"sqlite:///{out / 'annotator.db'}"
+    result = runner.invoke(
+        app,
+        [
+            "--database-url", url, "train", "proposer", "demo", "--out", str(tmp_path / "p"),
+            "--init", str(out / "models" / "proposer-round2"), "--steps", "2", "--device", "cpu",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "positive pairs" in result.output and (tmp_path / "p" / "model.safetensors").is_file()
+    result = runner.invoke(
+        app, ["--database-url", url, "train", "verifier", "demo", "--out", str(tmp_path / "v")]
+    )
+    # Fitted, or refused with the reason (too few accepted masks from a weak proposer).
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == 0 or "needs at least" in text, text
+    get_settings.cache_clear()
+    get_engine.cache_clear()

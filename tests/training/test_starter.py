@@ -1,0 +1,34 @@
+"""The shipped starter model: small, loadable by the backend, as good as recorded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from annotator.starter import recorded_metrics, starter_model_dir, weak_model_dir
+from annotator.training.starter import evaluate_model
+
+
+def test_shipped_models_are_complete_and_small() -> None:
+    for directory in (starter_model_dir(), weak_model_dir()):
+        names = {p.name for p in directory.iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= (
+            names
+        )
+    # What ships (training state under .training/ is git-ignored and left out of the wheel).
+    total = sum(
+        f.stat().st_size / 2**20
+        for d in (starter_model_dir(), weak_model_dir())
+        for f in d.iterdir()
+        if f.is_file()
+    )
+    assert total < 20, f"the shipped models take {total:.1f} MB"
+
+
+def test_starter_reaches_its_recorded_cgf1_through_the_backend() -> None:
+    torch.set_num_threads(2)
+    recorded = recorded_metrics()["check"]
+    measured = evaluate_model(starter_model_dir(), scenes=recorded["held_out_scenes"])
+    assert measured["cgF1"] == pytest.approx(recorded["cgF1"], abs=1.0)
+    assert measured["pmF1"] == pytest.approx(recorded["pmF1"], abs=0.01)
+    assert measured["IL_MCC"] == pytest.approx(recorded["IL_MCC"], abs=0.01)
