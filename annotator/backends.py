@@ -70,6 +70,44 @@ class Verdict:
     p_accept: float
 
 
+class LazyModelBackend:
+    """Shared lifecycle of backends that load a checkpoint from ``self.source``.
+
+    Subclasses implement ``load()`` (idempotent; weights come from the per-process cache in
+    :mod:`annotator.modeling`) and ``release()`` (let go of this instance's references).
+    """
+
+    source: str
+    _version: str | None = None
+
+    @property
+    def model_version(self) -> str:
+        """``"<model>@<hash>"`` of the checkpoint (hub commit or hash of the weight files)."""
+        if self._version is None:
+            from annotator import modeling  # imports torch: only when a version is asked for
+
+            self._version = modeling.model_version(self.source)
+        return self._version
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
 class Backend(Protocol):
     """Common to all backends: a lazily-loading context manager with a version string."""
 

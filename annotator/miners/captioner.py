@@ -8,9 +8,9 @@ Decoding is greedy and bounded, so a caption is a deterministic function of (ima
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
+from annotator.backends import LazyModelBackend
 from annotator.config import get_settings
 from annotator.images import ensure_rgb
 
@@ -29,7 +29,7 @@ CAPTION_PROMPT = (
 )
 
 
-class VlmCaptioner:
+class VlmCaptioner(LazyModelBackend):
     """Detailed captions from an image-text-to-text model.
 
     Args:
@@ -68,16 +68,6 @@ class VlmCaptioner:
         self.max_new_tokens = max_new_tokens
         self.prompt = prompt
         self._runtime: VlmRuntime | None = None
-        self._version: str | None = None
-
-    @property
-    def model_version(self) -> str:
-        """``"<model>@<hash>"`` of the checkpoint."""
-        if self._version is None:
-            from annotator import modeling
-
-            self._version = modeling.model_version(self.source)
-        return self._version
 
     def load(self) -> None:
         """Load the processor and model (once per process; idempotent)."""
@@ -88,16 +78,7 @@ class VlmCaptioner:
                 self.source, self.device_setting, self.dtype, what="captioner"
             )
 
-    def __enter__(self) -> Self:
-        self.load()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def release(self) -> None:
         self._runtime = None
 
     def caption(self, images: Sequence[Image]) -> list[str]:

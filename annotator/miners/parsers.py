@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from annotator.backends import LazyModelBackend
 from annotator.concepts import clean_concepts
 from annotator.config import get_settings
 from annotator.miners import lexicon as lx
@@ -329,7 +330,7 @@ class _Loaded:
     device: torch.device
 
 
-class LlmParser:
+class LlmParser(LazyModelBackend):
     """Noun phrases from an instruction-tuned causal LM, asked for a JSON list (``"llm"``).
 
     Args:
@@ -361,16 +362,6 @@ class LlmParser:
         self.batch_size = batch_size
         self.max_per_image = max_per_image or settings.max_concepts_per_image
         self._loaded: _Loaded | None = None
-        self._version: str | None = None
-
-    @property
-    def model_version(self) -> str:
-        """``"<model>@<hash>"`` of the checkpoint."""
-        if self._version is None:
-            from annotator import modeling
-
-            self._version = modeling.model_version(self.source)
-        return self._version
 
     def load(self) -> None:
         """Load the model and tokenizer (once per process; idempotent)."""
@@ -396,16 +387,7 @@ class LlmParser:
         )
         self._loaded = _Loaded(model=model, tokenizer=tokenizer, device=device)
 
-    def __enter__(self) -> Self:
-        self.load()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def release(self) -> None:
         self._loaded = None
 
     def prompt(self, caption: str) -> list[dict[str, str]]:

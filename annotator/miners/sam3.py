@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from PIL import Image
 
 from annotator import masks as mask_ops
 from annotator import modeling
-from annotator.backends import PhraseProposals
+from annotator.backends import LazyModelBackend, PhraseProposals
 from annotator.config import get_settings
 from annotator.images import ensure_rgb
 
@@ -120,7 +119,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-class Sam3Proposer:
+class Sam3Proposer(LazyModelBackend):
     """Every instance of each phrase in an image, from SAM 3 via transformers.
 
     Args:
@@ -173,16 +172,8 @@ class Sam3Proposer:
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._preprocessing: Preprocessing | None = None
         self._device: torch.device | None = None
-        self._version: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def model_version(self) -> str:
-        """``"<model>@<hash>"`` of the checkpoint (hub commit or hash of the weight files)."""
-        if self._version is None:
-            self._version = modeling.model_version(self.source)
-        return self._version
 
     @property
     def device(self) -> torch.device:
@@ -223,16 +214,7 @@ class Sam3Proposer:
         self._tokenizer = tokenizer
         self._model = model
 
-    def __enter__(self) -> Self:
-        self.load()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def release(self) -> None:
         # The weights stay in the process cache for the next job; this instance lets go of them.
         self._model = None
         self._tokenizer = None

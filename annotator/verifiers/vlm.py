@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from annotator import masks as mask_ops
-from annotator.backends import MaskQuery, PairQuery, Verdict
+from annotator.backends import LazyModelBackend, MaskQuery, PairQuery, Verdict
 from annotator.config import get_settings
 from annotator.errors import ModelLoadError
 from annotator.images import ensure_rgb
@@ -99,7 +98,7 @@ def ev_prompt(phrase: str, n_boxes: int) -> str:
     )
 
 
-class VlmVerifier:
+class VlmVerifier(LazyModelBackend):
     """MV/EV verifier on an image-text-to-text model (default ``settings.verifier_model``).
 
     Args:
@@ -134,16 +133,6 @@ class VlmVerifier:
         self.crop_context = crop_context
         self._runtime: VlmRuntime | None = None
         self._letter_ids: dict[str, list[int]] | None = None
-        self._version: str | None = None
-
-    @property
-    def model_version(self) -> str:
-        """``"<model>@<hash>"`` of the checkpoint."""
-        if self._version is None:
-            from annotator import modeling
-
-            self._version = modeling.model_version(self.source)
-        return self._version
 
     def load(self) -> None:
         """Load processor and model; resolve the option letters' token ids."""
@@ -155,16 +144,7 @@ class VlmVerifier:
         self._letter_ids = _letter_token_ids(runtime.tokenizer, self.source)
         self._runtime = runtime
 
-    def __enter__(self) -> Self:
-        self.load()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def release(self) -> None:
         self._runtime = None
 
     # -- questions -------------------------------------------------------------------------------
