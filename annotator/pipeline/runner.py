@@ -180,7 +180,9 @@ def relaunch_job(
 ) -> JobStatus:
     """Resume a job (only unfinished items run) the same way :func:`launch_job` runs one."""
     with session_scope(engine) as session:
-        jobs.resume_job(session, job_id, retry_failed=retry_failed)
+        status = jobs.resume_job(session, job_id, retry_failed=retry_failed).status
+    if status in jobs.FINAL:  # a stranded job was settled: nothing to run
+        return status
     return _dispatch(engine, job_id, progress)
 
 

@@ -292,12 +292,18 @@ def resume_job(session: Session, job_id: int, *, retry_failed: bool = False) -> 
     caught mid-run by a crash included); with ``retry_failed``, failed images too.
 
     A ``cancelling`` job whose runner is gone (it crashed before settling it) can be resumed too.
+    A job left ``queued``/``running``/``cancelling`` with nothing unfinished (its last task
+    committed its work, then the worker died before the job was settled) is settled instead:
+    it comes back ``done`` (or ``cancelled``) with its outcome counters, and nothing runs.
 
     Raises:
-        ConflictError: nothing is left to run.
+        ConflictError: nothing is left to run (and the job was already settled).
     """
     job = mining.get_job(session, job_id, for_update=True)
     remaining = mining.reset_items(session, job_id, failed=retry_failed)
+    if remaining == 0 and job.status in (*ACTIVE, JobStatus.CANCELLING):
+        finish_if_done(session, job_id)
+        return job
     if remaining == 0:
         hint = "" if retry_failed else " (--retry-failed runs its failed images again)"
         raise ConflictError(f"job {job_id} has nothing left to run{hint}")

@@ -370,3 +370,26 @@ def test_a_failed_attempt_in_a_batch_keeps_the_other_images_work(
     assert sorted(attempts) == [1] * (len(attempts) - 1) + [2]
     calm = dataset_rows(engine, _dataset_id(engine, "calm"))
     assert dataset_rows(engine, _dataset_id(engine, "bumpy")) == calm
+
+
+def test_resume_settles_a_job_stranded_after_its_last_task_committed(
+    engine: Engine, image_dir: Path, make_config: MakeConfig
+) -> None:
+    # The worker committed the last item, then died before the job was settled: the job is
+    # still "running" with nothing unfinished. Resume settles it instead of refusing.
+    add_dataset(engine, "shapes", image_dir, None)
+    job_id, status = launch_job(engine, "shapes", make_config(scripted=True, captioner=False))
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        counters = dict(mining.get_job(session, job_id).counters or {})
+        job = mining.get_job(session, job_id)
+        job.status, job.finished_at = JobStatus.RUNNING, None
+    counts = table_counts(engine)
+    assert relaunch_job(engine, job_id) == JobStatus.DONE
+    with session_scope(engine) as session:
+        job = mining.get_job(session, job_id)
+        assert job.status == JobStatus.DONE and job.finished_at is not None
+        assert dict(job.counters or {}) == counters
+        with pytest.raises(ConflictError, match="nothing left to run"):
+            jobs.resume_job(session, job_id)  # a settled job still refuses
+    assert table_counts(engine) == counts  # nothing ran again
