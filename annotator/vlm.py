@@ -4,19 +4,36 @@ One loaded (processor, model) pair per checkpoint and device, through
 :func:`annotator.modeling.load_pretrained` (so hub ids and local directories share one code path
 and one set of error messages), and the two ways the backends use it: batched greedy generation
 and next-token scores. Imports torch/transformers lazily: constructing a backend stays cheap.
+
+Model inputs come from the HF processor, or, for processors whose inputs are token ids plus one
+fixed-size ``pixel_values`` row per image (LLaVA-style), from :class:`FastInputs`: the token ids
+of each prompt are taken from one processor call and reused, and the pixels of many images are
+made in one batched pass. It gives exactly the processor's tensors (checked against the
+processor for every new prompt; on any difference it turns itself off and the processor is
+used), without the processor's per-question cost (tokenising the same prompt again, per-image
+Python in the image processor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL.Image import Image
 
-__all__ = ["VlmRuntime", "user_message"]
+__all__ = ["FastInputs", "VlmRuntime", "user_message"]
+
+log = logging.getLogger(__name__)
+
+# The keys a processor's output may have for the fast path to rebuild it.
+_FAST_KEYS = frozenset({"input_ids", "attention_mask", "pixel_values"})
+# Prompts whose token ids are kept (MV asks one prompt per phrase).
+_IDS_CACHE_SIZE = 4096
 
 
 def user_message(text: str, with_image: bool = True) -> list[dict[str, Any]]:
@@ -37,6 +54,10 @@ class VlmRuntime:
     processor: Any
     model: Any
     device: torch.device
+    # Build model inputs without running the processor per question where that gives exactly
+    # the processor's tensors (see FastInputs); False: always the processor.
+    fast_inputs: bool = True
+    _fast: FastInputs | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(
@@ -106,18 +127,39 @@ class VlmRuntime:
     def encode(self, images: Sequence[Image], prompts: Sequence[str]) -> Any:
         """Batch of chat prompts (one image each), left-padded, on the model's device.
 
-        ``pixel_values`` are cast to the model dtype; ``input_ids`` stay ``int64``.
+        ``pixel_values`` are cast to the model dtype; ``input_ids`` stay ``int64``. The same
+        tensors as :meth:`encode_with_processor`, made by :class:`FastInputs` where it applies.
         """
         texts = [self.chat_text(p) for p in prompts]
         extra = {"do_resize": False} if self._already_sized(images) else {}
-        batch = self.processor(
+        batch = None
+        if self.fast_inputs:
+            if self._fast is None:
+                self._fast = FastInputs(self.processor)
+            batch = self._fast.encode(images, texts, extra)
+        if batch is None:
+            batch = self._processor_encode(images, texts, extra)
+        return self._to_device(batch)
+
+    def encode_with_processor(self, images: Sequence[Image], prompts: Sequence[str]) -> Any:
+        """:meth:`encode` through the HF processor alone (the reference the fast path equals)."""
+        texts = [self.chat_text(p) for p in prompts]
+        extra = {"do_resize": False} if self._already_sized(images) else {}
+        return self._to_device(self._processor_encode(images, texts, extra))
+
+    def _processor_encode(
+        self, images: Sequence[Image], texts: Sequence[str], extra: Mapping[str, Any]
+    ) -> Any:
+        return self.processor(
             images=[[image] for image in images],
-            text=texts,
+            text=list(texts),
             padding=True,
             padding_side="left",
             return_tensors="pt",
             **extra,
         )
+
+    def _to_device(self, batch: Any) -> Any:
         batch = batch.to(self.device)
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
@@ -183,3 +225,197 @@ class VlmRuntime:
             self.encode(images[start : start + size], prompts[start : start + size])
             for start in range(0, n, size)
         ]
+
+
+class FastInputs:
+    """A processor's model inputs for one-image chat prompts, without running it per question.
+
+    Applies to processors whose output is ``input_ids``, ``attention_mask`` and one
+    ``pixel_values`` row per image (``(B, C, H, W)``), where a prompt's token ids depend on the
+    image only through that row's size (LLaVA: a fixed number of image tokens per crop):
+
+    * token ids: one processor call per (chat text, pixel size), on the first image that needs
+      it; kept (up to 4096 prompts) and left-padded as the tokenizer pads;
+    * pixels: for the PIL/numpy image processors whose steps are centre crop, rescale and
+      normalise (LLaVA, CLIP) and images already at the model's size, those steps in numpy on
+      the whole batch at once (the same operations in the same dtypes: the same values); else
+      the processor's image part alone, on the whole batch.
+
+    Every new prompt's processor call is also a check: its ``pixel_values`` must equal this
+    class's for the same image, and its keys must be the ones above. On any difference the fast
+    path turns itself off for good (logged) and :meth:`encode` returns ``None``: the caller uses
+    the processor.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.enabled = True
+        self._ids: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+
+    def encode(
+        self, images: Sequence[Image], texts: Sequence[str], extra: Mapping[str, Any]
+    ) -> Any | None:
+        """The processor's output for these (image, chat text) rows (CPU tensors), or ``None``
+        when this processor or batch is not one the fast path rebuilds exactly."""
+        import torch
+        from transformers import BatchFeature
+
+        if not self.enabled or not images or len(images) != len(texts):
+            return None
+        pixels = self.pixel_values(images, extra)
+        if pixels is None:
+            return None
+        rows: list[list[int]] = []
+        for index, text in enumerate(texts):
+            key = (text, tuple(pixels.shape[1:]))
+            ids = self._ids.get(key)
+            if ids is None:
+                ids = self._learn(images[index], text, extra, pixels[index])
+                if ids is None:
+                    return None
+            rows.append(ids)
+        length = max(len(r) for r in rows)
+        pad_id = self.processor.tokenizer.pad_token_id
+        if pad_id is None and any(len(r) != length for r in rows):
+            return None  # the tokenizer would refuse to pad: let it say so
+        input_ids = torch.tensor([[pad_id] * (length - len(r)) + r for r in rows])
+        attention = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
+        return BatchFeature(
+            {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels}
+        )
+
+    def pixel_values(self, images: Sequence[Image], extra: Mapping[str, Any]) -> Any | None:
+        """``(B, C, H, W)`` float32 pixel values of the images, as the processor makes them."""
+        import torch
+
+        array = _numpy_pixels(self.processor.image_processor, images, extra)
+        if array is not None:
+            return torch.from_numpy(array)
+        try:
+            out = self.processor(images=[[image] for image in images], return_tensors="pt", **extra)
+        except Exception as exc:  # a processor that wants text with its images, ragged sizes
+            self._disable(f"its image part alone fails ({type(exc).__name__}: {exc})")
+            return None
+        pixels = out.get("pixel_values")
+        if set(out) != {"pixel_values"} or pixels is None or pixels.ndim != 4:
+            self._disable(f"its image part gives {sorted(out)}, not one pixel row per image")
+            return None
+        if pixels.shape[0] != len(images):
+            self._disable("its image part gives not one pixel row per image")
+            return None
+        return pixels
+
+    def _disable(self, problem: str) -> None:
+        self.enabled = False
+        log.warning(
+            "%s: building model inputs without the processor is off (%s); using the processor "
+            "for every question",
+            type(self.processor).__name__,
+            problem,
+        )
+
+    def _learn(
+        self, image: Image, text: str, extra: Mapping[str, Any], pixels: torch.Tensor
+    ) -> list[int] | None:
+        """The token ids of ``text`` from one processor call on ``image``, after checking that
+        the call's output is what this class rebuilds (else: disabled, ``None``)."""
+        import torch
+
+        reference = self.processor(images=[[image]], text=[text], return_tensors="pt", **extra)
+        problem = None
+        if set(reference) != _FAST_KEYS:
+            problem = f"its inputs are {sorted(reference)}"
+        elif not torch.equal(reference["pixel_values"][0], pixels):
+            problem = "its pixel values differ from the fast path's"
+        elif not bool((reference["attention_mask"] == 1).all()):
+            problem = "its attention mask is not all ones"
+        if problem is not None:
+            self._disable(problem)
+            return None
+        ids = [int(i) for i in reference["input_ids"][0]]
+        if len(self._ids) >= _IDS_CACHE_SIZE:
+            self._ids.clear()
+        self._ids[(text, tuple(pixels.shape))] = ids
+        return ids
+
+
+def _numpy_pixels(
+    image_processor: Any, images: Sequence[Image], extra: Mapping[str, Any]
+) -> np.ndarray | None:
+    """``(B, C, H, W)`` float32 pixel values of the transformers PIL/numpy image processor's
+    ``resize -> center_crop -> rescale -> normalize`` pipeline (the base ``PilBackend`` one and
+    LLaVA's) for RGB images it does not resize, made for the whole batch at once with the same
+    numpy operations in the same dtypes; ``None`` when any of that does not hold."""
+    import numpy as np
+
+    try:
+        from transformers.image_processing_backends import PilBackend
+        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+    except ImportError:  # pragma: no cover - other transformers versions: use the processor
+        return None
+    preprocess = getattr(type(image_processor), "_preprocess", None)
+    if not isinstance(image_processor, PilBackend) or preprocess not in (
+        PilBackend._preprocess,
+        LlavaImageProcessorPil._preprocess,
+    ):
+        return None
+
+    def setting(name: str) -> Any:
+        return extra.get(name, getattr(image_processor, name, None))
+
+    if setting("do_resize") or setting("do_pad"):
+        return None
+    if any(getattr(image, "mode", None) != "RGB" for image in images):
+        return None
+    arrays = [np.asarray(image) for image in images]
+    if setting("do_center_crop"):
+        height, width = _height_width(setting("crop_size"))
+        if not height or not width:
+            return None
+        cropped = []
+        for array in arrays:
+            h, w = array.shape[:2]
+            top, left = (h - height) // 2, (w - width) // 2
+            if top < 0 or left < 0:
+                return None  # the processor pads a too-small image: not rebuilt here
+            cropped.append(array[top : top + height, left : left + width])
+        arrays = cropped
+    if len({a.shape for a in arrays}) != 1:
+        return None
+    # (B, H, W, C): the processor's element-wise steps in the same dtypes give the same
+    # values whatever the layout; transposed to (B, C, H, W) at the end.
+    batch = np.stack(arrays)
+    values: np.ndarray
+    if setting("do_rescale"):
+        # transformers' rescale: the float64 product, then float32.
+        values = (batch.astype(np.float64) * setting("rescale_factor")).astype(np.float32)
+    else:
+        values = batch.astype(np.float32)
+    if setting("do_normalize"):
+        channels = values.shape[-1]
+        mean = _per_channel(setting("image_mean"), channels)
+        std = _per_channel(setting("image_std"), channels)
+        if mean is None or std is None:
+            return None
+        # transformers' normalize: (x - mean) / std, mean and std in the image's float dtype.
+        values = (values - np.asarray(mean, dtype=values.dtype)) / np.asarray(
+            std, dtype=values.dtype
+        )
+    return np.ascontiguousarray(values.transpose(0, 3, 1, 2))
+
+
+def _height_width(size: Any) -> tuple[int | None, int | None]:
+    """``(height, width)`` of a size config (a dict or transformers' ``SizeDict``)."""
+    if isinstance(size, Mapping):
+        return size.get("height"), size.get("width")
+    return getattr(size, "height", None), getattr(size, "width", None)
+
+
+def _per_channel(value: Any, channels: int) -> list[float] | None:
+    if isinstance(value, int | float):
+        return [float(value)] * channels
+    try:
+        values = [float(v) for v in value]
+    except TypeError:
+        return None
+    return values if len(values) == channels else None

@@ -438,14 +438,20 @@ def images_by_uri(session: Session, dataset_id: int, uris: Sequence[str]) -> lis
     return found
 
 
-def image_with_sha256(
-    session: Session, dataset_id: int, sha256: str, other_than: int
-) -> int | None:
-    return session.scalar(
-        select(Image.id).where(
-            Image.dataset_id == dataset_id, Image.sha256 == sha256, Image.id != other_than
-        )
-    )
+def images_with_sha256(
+    session: Session, dataset_id: int, digests: Sequence[str]
+) -> dict[str, list[int]]:
+    """{sha256: ids of the dataset's images with those bytes} for these digests (one query)."""
+    out: dict[str, list[int]] = {}
+    for part in chunks(sorted(set(digests)), 1000):
+        for image_id, digest in session.execute(
+            select(Image.id, Image.sha256)
+            .where(Image.dataset_id == dataset_id, Image.sha256.in_(part))
+            .order_by(Image.id)
+        ):
+            if digest is not None:
+                out.setdefault(digest, []).append(image_id)
+    return out
 
 
 # ------------------------------------------------------------------------------------ captions

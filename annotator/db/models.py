@@ -44,6 +44,11 @@ NAMING_CONVENTION = {
 # BIGINT on PostgreSQL, INTEGER on SQLite (so ids autoincrement there as rowid aliases).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# RLE strings (tens of kB for a ragged mask) are compressed with lz4 rather than the default
+# pglz on PostgreSQL servers that have it (migration 0005; faster to write and read). Alembic
+# does not compare column compression: tests/db/test_migrations.py checks it against this.
+RLE_COLUMN_INFO: dict[str, Any] = {"postgresql_compression": "lz4"}
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -297,7 +302,7 @@ class Proposal(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
-    rle_counts: Mapped[str] = mapped_column(Text)
+    rle_counts: Mapped[str] = mapped_column(Text, info=RLE_COLUMN_INFO)
     bbox_x: Mapped[float] = mapped_column(Float)
     bbox_y: Mapped[float] = mapped_column(Float)
     bbox_w: Mapped[float] = mapped_column(Float)
@@ -427,7 +432,7 @@ class Review(Base):
     region_id: Mapped[str | None] = mapped_column(String(128))
     reviewer: Mapped[str | None] = mapped_column(String(256))
     action: Mapped[ReviewAction] = mapped_column(_enum(ReviewAction, "review_action"))
-    rle_counts: Mapped[str | None] = mapped_column(Text)
+    rle_counts: Mapped[str | None] = mapped_column(Text, info=RLE_COLUMN_INFO)
     exhaustivity: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)
     lead_time_s: Mapped[float | None] = mapped_column(Float)
@@ -464,7 +469,7 @@ class Annotation(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
-    rle_counts: Mapped[str] = mapped_column(Text)
+    rle_counts: Mapped[str] = mapped_column(Text, info=RLE_COLUMN_INFO)
     bbox_x: Mapped[float] = mapped_column(Float)
     bbox_y: Mapped[float] = mapped_column(Float)
     bbox_w: Mapped[float] = mapped_column(Float)

@@ -325,27 +325,37 @@ class Sam3Proposer(LazyModelBackend):
     def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:
         """``(K, h, w)`` mask logits -> K RLEs at ``height x width``.
 
-        Probabilities are resized (bilinear, as the transformers post-processing does) and
-        thresholded on the device, a few instances at a time, so only bool masks reach the host.
-        The threshold writes them column-major (``(K, width, height)``), the layout COCO RLE
-        encodes from, so the host encodes them without another copy.
+        Probabilities are resized and thresholded on the device, a few instances at a time
+        (:meth:`_host_masks`), so only bool masks reach the host, where they are encoded.
         """
         if logits.shape[0] == 0:
             return []
         step = max(1, _UPSAMPLE_BUDGET // (height * width))
         rles: list[mask_ops.RLE] = []
         for start in range(0, logits.shape[0], step):
-            probabilities = logits[start : start + step].float().sigmoid()
-            resized = F.interpolate(
-                probabilities[None], size=(height, width), mode="bilinear", align_corners=False
-            )[0]
-            columns = torch.empty(
-                (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
+            rles.extend(
+                mask_ops.encode_many(self._host_masks(logits[start : start + step], height, width))
             )
-            torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
-            # (K, width, height) C-ordered, seen as (K, height, width): Fortran-ordered masks.
-            rles.extend(mask_ops.encode_many(columns.cpu().numpy().transpose(0, 2, 1)))
         return rles
+
+    def _host_masks(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """``(K, h, w)`` mask logits -> ``(K, height, width)`` bool masks on the host.
+
+        The tensor work of post-processing, on the model's device: sigmoid, bilinear resize (as
+        the transformers post-processing does) and threshold; then the copy to the host. The
+        threshold writes the masks column-major (``(K, width, height)``), the layout COCO RLE
+        encodes from, so the host encodes them without another copy.
+        """
+        probabilities = logits.float().sigmoid()
+        resized = F.interpolate(
+            probabilities[None], size=(height, width), mode="bilinear", align_corners=False
+        )[0]
+        columns = torch.empty(
+            (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
+        )
+        torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
+        # (K, width, height) C-ordered, seen as (K, height, width): Fortran-ordered masks.
+        return columns.cpu().numpy().transpose(0, 2, 1)
 
 
 def _expand_vision(vision: Any, batch: int) -> Any:

@@ -218,35 +218,59 @@ def _single(batch: Callable[[list[_Item]], dict[int, ItemResult]], item: _Item) 
 # ---------------------------------------------------------------------------------------- ingest
 
 
+def _ingest_batch(items: list[_Item]) -> dict[int, ItemResult]:
+    """Ingest several images of one dataset: each is read, checked and decoded in turn; the
+    duplicate check is one query for the whole batch (and, within the batch, the first image
+    with given bytes keeps them, as one by one), and the images' rows are written in one flush.
+
+    Only a bad image is pinned on its item (``BadItemError``); any other error propagates."""
+    session = items[0].session
+    results: dict[int, ItemResult] = {}
+    read: list[tuple[_Item, bytes, media.ImageInfo, PILImage, str]] = []
+    for item in items:
+        image = item.image
+        if (
+            image.status == ImageStatus.READY
+            and image.sha256
+            and image.width
+            and not media.is_url(image.uri)
+        ):
+            results[image.id] = JobItemStatus.DONE  # ingested by an earlier job
+            continue
+        try:
+            data = media.read_source(image.uri)
+            info = media.inspect_image(data, image.file_name)
+            decoded = load_image(data)
+        except InvalidInputError as exc:
+            results[image.id] = BadItemError(str(exc))
+            continue
+        read.append((item, data, info, decoded, media.sha256_hex(data)))
+    # A job's images are of one dataset.
+    owners = mining.images_with_sha256(session, items[0].dataset_id, [d for *_, d in read])
+    for item, data, info, decoded, digest in read:
+        image = item.image
+        duplicate = next((i for i in owners.get(digest, ()) if i != image.id), None)
+        if duplicate is not None:
+            results[image.id] = BadItemError(
+                f"{image.file_name}: same bytes (sha256 {digest[:12]}) as image {duplicate}"
+            )
+            continue
+        # Later images of this batch with the same bytes are duplicates of this one.
+        owners.setdefault(digest, []).append(image.id)
+        if media.is_url(image.uri):
+            image.uri = str(media.store_bytes(data, image.dataset_id, digest, info.extension))
+        image.sha256 = digest
+        image.width, image.height = decoded.size  # upright (EXIF orientation applied)
+        image.status = ImageStatus.READY
+        image.error = None
+        _remember((image.uri, digest), decoded)
+        results[image.id] = JobItemStatus.DONE
+    session.flush()
+    return results
+
+
 def _ingest(item: _Item) -> JobItemStatus:
-    image = item.image
-    if (
-        image.status == ImageStatus.READY
-        and image.sha256
-        and image.width
-        and not media.is_url(image.uri)
-    ):
-        return JobItemStatus.DONE  # ingested by an earlier job
-    name = image.file_name
-    try:
-        data = media.read_source(image.uri)
-        info = media.inspect_image(data, name)
-        decoded = load_image(data)
-    except InvalidInputError as exc:
-        raise BadItemError(str(exc)) from exc
-    digest = media.sha256_hex(data)
-    duplicate = mining.image_with_sha256(item.session, image.dataset_id, digest, image.id)
-    if duplicate is not None:
-        raise BadItemError(f"{name}: same bytes (sha256 {digest[:12]}) as image {duplicate}")
-    if media.is_url(image.uri):
-        image.uri = str(media.store_bytes(data, image.dataset_id, digest, info.extension))
-    image.sha256 = digest
-    image.width, image.height = decoded.size  # upright (EXIF orientation applied)
-    image.status = ImageStatus.READY
-    image.error = None
-    _remember((image.uri, digest), decoded)
-    item.session.flush()
-    return JobItemStatus.DONE
+    return _single(_ingest_batch, item)
 
 
 # --------------------------------------------------------------------------------------- caption
@@ -729,6 +753,7 @@ _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 # Stages that read and write a whole batch of images at once (the others run image by image
 # inside the batch's transaction).
 _BATCH_FUNCS: dict[str, Callable[[list[_Item]], dict[int, ItemResult]]] = {
+    "ingest": _ingest_batch,
     "caption": _caption_batch,
     "parse": _parse_batch,
     "propose": _propose_batch,

@@ -107,6 +107,9 @@ class VlmVerifier(LazyModelBackend):
         dtype: model dtype (default bf16 on CUDA, fp32 on CPU).
         batch_size: questions per forward pass (left-padded).
         crop_context: margin of the MV zoomed crop, as a fraction of the mask box size.
+        fast_inputs: build the model inputs without running the HF processor per question
+            where that gives exactly the processor's tensors (:class:`annotator.vlm.FastInputs`);
+            ``False``: the processor for every question.
     """
 
     name = "vlm"
@@ -122,6 +125,7 @@ class VlmVerifier(LazyModelBackend):
         dtype: torch.dtype | None = None,
         batch_size: int = 8,
         crop_context: float = 0.5,
+        fast_inputs: bool = True,
     ) -> None:
         settings = get_settings()
         if batch_size < 1:
@@ -131,6 +135,7 @@ class VlmVerifier(LazyModelBackend):
         self.dtype = dtype
         self.batch_size = batch_size
         self.crop_context = crop_context
+        self.fast_inputs = fast_inputs
         self._runtime: VlmRuntime | None = None
         self._letter_ids: dict[str, list[int]] | None = None
 
@@ -141,6 +146,7 @@ class VlmVerifier(LazyModelBackend):
         from annotator.vlm import VlmRuntime
 
         runtime = VlmRuntime.load(self.source, self.device_setting, self.dtype, what="verifier")
+        runtime.fast_inputs = self.fast_inputs
         self._letter_ids = _letter_token_ids(runtime.tokenizer, self.source)
         self._runtime = runtime
 
@@ -211,14 +217,23 @@ class VlmVerifier(LazyModelBackend):
         out: list[list[float]] = []
         chunks = self._runtime.encode_chunks(images, prompts, self.batch_size)
         for start, batch in zip(range(0, len(images), self.batch_size), chunks, strict=True):
-            stop = start + self.batch_size
+            counts = list(n_options[start : start + self.batch_size])
             logits = self._runtime.batch_logits(batch)
-            for row, count in zip(logits, n_options[start:stop], strict=True):
-                per_letter = [
-                    torch.logsumexp(row[self._letter_ids[LETTERS[i]]], dim=0) for i in range(count)
-                ]
-                probs = torch.softmax(torch.stack(per_letter), dim=0)
-                out.append([float(p) for p in probs])
+            # (rows, letters): each letter's spellings' log-mass, for the whole batch at once.
+            per_letter = torch.stack(
+                [
+                    torch.logsumexp(logits[:, self._letter_ids[LETTERS[i]]], dim=1)
+                    for i in range(max(counts))
+                ],
+                dim=1,
+            )
+            rows: list[list[float]] = [[] for _ in counts]
+            for count in set(counts):  # the questions with this many options, together
+                picked = [r for r, c in enumerate(counts) if c == count]
+                probs = torch.softmax(per_letter[picked, :count], dim=1).tolist()
+                for r, row in zip(picked, probs, strict=True):
+                    rows[r] = row
+            out += rows
         return out
 
     def _ask(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 from sqlalchemy import Engine, select
 
@@ -137,3 +138,38 @@ def test_bad_images_fail_their_items_and_the_job_finishes(
 
 def images_by_id(images: dict[str, Image]) -> dict[int, str]:
     return {i.id: name for name, i in images.items()}
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_duplicate_bytes_within_a_batch_and_across_jobs(
+    engine: Engine,
+    tmp_path: Path,
+    make_config: Callable[..., MiningConfig],
+    batch_size: int,
+) -> None:
+    """The first image (by id) with given bytes keeps them, whether its copies share its batch
+    or come in a later job; the others fail as duplicates of it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = np.asarray(scene(0), dtype=np.uint8)
+    for name, pixels in (("a.png", first), ("b.png", first), ("c.png", first[::-1].copy())):
+        PILImage.fromarray(pixels).save(folder / name)
+    config = make_config(scripted=True, captioner=False, batch_size=batch_size)
+    with session_scope(engine) as session:
+        dataset = repo.create_dataset(session, "dups")
+        for name in ("a.png", "b.png", "c.png"):
+            session.add(Image(dataset_id=dataset.id, file_name=name, uri=str(folder / name)))
+    assert launch_job(engine, "dups", config)[1] == JobStatus.DONE
+    with session_scope(engine) as session:
+        dataset = repo.get_dataset(session, "dups")
+        session.add(Image(dataset_id=dataset.id, file_name="d.png", uri=str(folder / "a.png")))
+    assert launch_job(engine, "dups", config)[1] == JobStatus.DONE
+    with session_scope(engine) as session:
+        images = {i.file_name: i for i in session.scalars(select(Image))}
+        ready = {n for n, i in images.items() if i.status == ImageStatus.READY}
+        assert ready == {"a.png", "c.png"}
+        for name in ("b.png", "d.png"):
+            assert f"same bytes (sha256 {images['a.png'].sha256[:12]}) as image " in (
+                images[name].error or ""
+            )
+            assert (images[name].error or "").endswith(f"as image {images['a.png'].id}")
