@@ -27,36 +27,73 @@ __all__ = [
 
 def _bpe_vocab_and_merges(words: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A deterministic BPE table (the ``tokenizers`` trainer breaks ties differently per run):
-    single characters, characters ending a word, then left-to-right merges spelling each word."""
+    single characters, characters ending a word, then left-to-right merges spelling each word.
+
+    BPE applies merges by rank, so an earlier word's merge can pre-empt a later word's chain
+    (``"an"`` from ``"and"`` splits ``"orange"`` into ``or an g e``); :func:`_repair_merges`
+    then appends merges joining the pieces that were left, until every word is one token."""
     specials = ["<|startoftext|>", "<|endoftext|>", "<|unk|>"]
     characters = sorted({c for word in words for c in word})
     tokens = [*specials, *characters, *(c + "</w>" for c in characters)]
     merges: list[tuple[str, str]] = []
     for word in words:
         pieces = [*word[:-1], word[-1] + "</w>"]
-        merged = pieces[0]
-        for piece in pieces[1:]:
-            if (merged, piece) not in merges:
-                merges.append((merged, piece))
-                tokens.append(merged + piece)
-            merged = merged + piece
+        _chain(pieces, merges, tokens)
     vocab: dict[str, int] = {}
     for token in tokens:
         vocab.setdefault(token, len(vocab))
     return vocab, merges
 
 
+def _chain(pieces: Sequence[str], merges: list[tuple[str, str]], tokens: list[str]) -> None:
+    """Append the left-to-right merges that join ``pieces`` into one token."""
+    merged = pieces[0]
+    for piece in pieces[1:]:
+        if (merged, piece) not in merges:
+            merges.append((merged, piece))
+            tokens.append(merged + piece)
+        merged = merged + piece
+
+
+def _bpe_model(vocab: dict[str, int], merges: list[tuple[str, str]], unknown: str) -> Any:
+    from tokenizers import models
+
+    return models.BPE(vocab=vocab, merges=merges, unk_token=unknown, end_of_word_suffix="</w>")
+
+
+def _repair_merges(
+    words: Sequence[str], vocab: dict[str, int], merges: list[tuple[str, str]], unknown: str
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Append merges (lowest rank) for every word the table splits, until none is split."""
+    for _ in range(len(words) + 1):
+        model = _bpe_model(vocab, merges, unknown)
+        split = [
+            [t.value for t in model.tokenize(word)]
+            for word in words
+            if len(model.tokenize(word)) > 1
+        ]
+        if not split:
+            return vocab, merges
+        tokens = list(vocab)
+        for pieces in split:
+            _chain(pieces, merges, tokens)
+        for token in tokens:
+            vocab.setdefault(token, len(vocab))
+    raise RuntimeError(f"could not build a BPE table spelling every word as one token: {words}")
+
+
 def build_clip_style_tokenizer(directory: Path, words: Sequence[str], max_length: int = 32) -> Any:
-    """Write a small CLIP-style BPE tokenizer whose whole words are ``words`` to ``directory``
-    and return it (a ``PreTrainedTokenizerFast``). The same words give the same files."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    """Write a small CLIP-style BPE tokenizer whose whole words are ``words`` (each one token)
+    to ``directory`` and return it (a ``PreTrainedTokenizerFast``). The same words give the
+    same files."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     start, end, unknown = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
-    vocab, merges = _bpe_vocab_and_merges(sorted(set(words)))
-    tokenizer = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, unk_token=unknown, end_of_word_suffix="</w>")
-    )
+    unique = sorted({word.lower() for word in words})
+    vocab, merges = _bpe_vocab_and_merges(unique)
+    vocab, merges = _repair_merges(unique, vocab, merges, unknown)
+    tokenizer = Tokenizer(_bpe_model(vocab, merges, unknown))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
@@ -98,6 +135,14 @@ class ModelSize:
     decoder_layers: int = 2
     queries: int = 16
     initializer_range: float = 0.02
+    # Standard deviation of the query/key projections of the DETR encoder and decoder attention
+    # (None: ``initializer_range`` like every other weight). At 0.02 with 64 channels every
+    # attention starts uniform, so the presence token sees the *mean* of the image tokens (a
+    # small object is a ~2 % signal of it) and its gradient towards attending is second order;
+    # at 0.15 everywhere the attention starts saturated at random positions (entropy ~0.5 of a
+    # possible 4.2). Larger query/key weights alone (0.25) let a fixed-phrase presence ("is
+    # there red?") learn in ~150 steps where 0.02 stays at the prior; see docs/benchmarks.md.
+    attention_init: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +207,19 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
     )
 
 
+def _init_attention(model: Any, std: float) -> None:
+    """Redraw the query and key projections of the DETR encoder and decoder attention
+    (self- and cross-attention, text and vision) from ``N(0, std)`` (seeded by the caller)."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith(("detr_encoder.", "detr_decoder.")) and name.endswith(
+                ("q_proj.weight", "k_proj.weight")
+            ):
+                param.normal_(0.0, std)
+
+
 def write_processor_config(directory: Path, image_size: int) -> None:
     """``processor_config.json`` as ``Sam3Processor.save_pretrained`` writes it (nested)."""
     config = {
@@ -201,6 +259,8 @@ def new_model_dir(
     )
     torch.manual_seed(seed)
     model = Sam3Model(config).eval()
+    if size.attention_init is not None:
+        _init_attention(model, size.attention_init)
     model.save_pretrained(directory)
     write_processor_config(directory, size.image_size)
     return directory

@@ -51,7 +51,8 @@ STARTER_SIZE = ModelSize(
     queries=16,
     # With the usual 0.02 this narrow, post-norm model passes almost nothing of its inputs to
     # the presence and class heads at first (presence logits vary by ~1e-6 across images and
-    # phrases), and learning to recognise a phrase stalls; 0.15 gives them signal from step 0.
+    # phrases), and learning to recognise a phrase stalls; 0.15 gives them signal from step 0
+    # (but saturates the DETR attention at random positions: see ModelSize.attention_init).
     initializer_range=0.15,
 )
 # Synthetic scenes are drawn at the model's input size (no resize between them).

@@ -32,3 +32,22 @@ def test_starter_reaches_its_recorded_cgf1_through_the_backend() -> None:
     assert measured["cgF1"] == pytest.approx(recorded["cgF1"], abs=1.0)
     assert measured["pmF1"] == pytest.approx(recorded["pmF1"], abs=0.01)
     assert measured["IL_MCC"] == pytest.approx(recorded["IL_MCC"], abs=0.01)
+
+
+def test_tokenizer_spells_every_world_word_and_phrase_as_whole_tokens(tmp_path) -> None:
+    from annotator.datasets.synthetic import all_phrases, vocabulary
+    from annotator.training.checkpoint import build_clip_style_tokenizer
+
+    tokenizer = build_clip_style_tokenizer(tmp_path / "a", vocabulary(), max_length=8)
+    for word in vocabulary():
+        ids = tokenizer(word)["input_ids"]
+        assert len(ids) == 3, (word, tokenizer.convert_ids_to_tokens(ids))  # start, word, end
+    for phrase in all_phrases():
+        assert len(tokenizer(phrase)["input_ids"]) == 2 + len(phrase.split()), phrase
+    # Deterministic: the same words give the same files.
+    build_clip_style_tokenizer(tmp_path / "b", list(reversed(vocabulary())), max_length=8)
+    assert (tmp_path / "a" / "tokenizer.json").read_text() == (
+        tmp_path / "b" / "tokenizer.json"
+    ).read_text()
+    # Words outside the vocabulary still encode (characters), never fail.
+    assert tokenizer("teal hexagon")["input_ids"][-1] == tokenizer.eos_token_id

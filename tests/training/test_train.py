@@ -91,3 +91,29 @@ def test_resume_continues_where_it_stopped(init_dir: Path, tmp_path: Path) -> No
     # Same batches, same optimiser and schedule state: it ends where the straight run did.
     assert resumed.history[-1][0] == 6
     assert resumed.last_loss == pytest.approx(straight.last_loss, rel=1e-4)
+
+
+def test_attention_init_redraws_only_the_detr_query_and_key_projections(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    plain = load_file(str(new_model_dir(tmp_path / "a", vocabulary(), TINY) / "model.safetensors"))
+    wide = load_file(
+        str(
+            new_model_dir(tmp_path / "b", vocabulary(), replace(TINY, attention_init=0.25))
+            / "model.safetensors"
+        )
+    )
+    qk = [
+        k
+        for k in plain
+        if k.startswith(("detr_encoder.", "detr_decoder."))
+        and k.endswith(("q_proj.weight", "k_proj.weight"))
+    ]
+    assert len(qk) >= 8  # self- and cross-attention of the encoder and decoder layers
+    for key in qk:
+        assert float(wide[key].std()) == pytest.approx(0.25, rel=0.2), key
+        assert float(plain[key].std()) == pytest.approx(0.02, rel=0.3), key
+    others = [k for k in plain if k not in qk]
+    assert all(torch.equal(plain[k], wide[k]) for k in others)
