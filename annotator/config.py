@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Lifetime of the signed image URLs inside review tasks (`annotator review push` renews
     # those of pending tasks when less than half of it is left).
     review_url_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Every this many seconds `annotator beat` has a worker sync every dataset's reviews from
+    # Label Studio (what the webhooks missed); 0 turns the periodic sync off.
+    review_sync_interval_s: int = Field(default=300, ge=0)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     proposer: str = "sam3"

@@ -1,7 +1,6 @@
 """Instance-mask utilities: COCO RLE, polygons and Label Studio brush RLE.
 
-Pure functions (numpy, pycocotools, OpenCV, the Label Studio SDK brush codec); no DB or
-web imports.
+Pure functions (numpy, pycocotools, OpenCV); no DB or web imports.
 
 Conventions
 -----------
@@ -475,37 +474,194 @@ def from_segmentation(segmentation: object, height: int, width: int) -> RLE:
 
 # --------------------------------------------------------------------------------------
 # Label Studio brush RLE (not COCO RLE)
+#
+# The Label Studio editor stores a brush mask as RGBA pixels (row-major, 4 values per pixel)
+# packed with the run-length format of thi-ng's ``rle-pack``, as a list of byte values. The
+# bytes are one big-endian bit stream:
+#
+#   header   32 bits: number of values N (= height x width x 4)
+#             5 bits: word size - 1 (bits per value)
+#            4 x 4 bits: the widths - 1 of the four run-length fields
+#   blocks   until N values are out: 1 bit "repeat"; 2 bits: which run-length field;
+#            that many bits: n - 1; then one word (repeat: the value n times) or n words
+#            (literal: n values)
+#   padding  zero bits up to a whole byte
+#
+# The encoder below writes what ``label_studio_sdk.converter.brush.mask2rle`` writes, byte for
+# byte (word size 8, fields 3 / 4 / 8 / 16 bits, runs of one value as one-word literals, runs
+# over 256 values as 16-bit repeats cut at 65,536, 1 to 8 padding bits). The decoder reads any
+# valid stream, including the Label Studio editor's (literal blocks, other widths).
+
+_BRUSH_WORD_BITS = 8
+_BRUSH_FIELD_BITS = (3, 4, 8, 16)
+_BRUSH_HEADER_BITS = 32 + 5 + 4 * 4
+_BRUSH_MAX_REPEAT = 1 << 16  # the longest run one 16-bit field holds
+# Positions decoded per vectorised step (bounds the decoder's temporary memory).
+_BRUSH_CHUNK_BITS = 1 << 20
+
+
+def _brush_header(count: int) -> int:
+    """The 53 header bits of a stream of ``count`` values, as an integer."""
+    head = count << 5 | (_BRUSH_WORD_BITS - 1)
+    for bits in _BRUSH_FIELD_BITS:
+        head = head << 4 | (bits - 1)
+    return head
+
+
+def _brush_encode_runs(lengths: npt.NDArray[np.int64], values: npt.NDArray[np.int64]) -> bytes:
+    """Brush RLE bytes of the runs ``values[i]`` x ``lengths[i]`` (values 0..255, lengths >= 1)."""
+    count = int(lengths.sum())
+    # A run longer than 256 takes the 16-bit field; one longer than 65,536 is cut into pieces
+    # of 65,536 and a last piece of the rest (1..65,536), all with the 16-bit field.
+    pieces = np.where(lengths > _BRUSH_MAX_REPEAT, (lengths - 1) // _BRUSH_MAX_REPEAT + 1, 1)
+    run = np.repeat(np.arange(lengths.size), pieces)
+    first = np.cumsum(pieces) - pieces  # index of each run's first piece
+    k = np.arange(run.size) - first[run]  # piece number within its run
+    total = lengths[run]
+    n = np.where(k < pieces[run] - 1, _BRUSH_MAX_REPEAT, total - k * _BRUSH_MAX_REPEAT)
+    value = values[run]
+    # Field index: 0 (3 bits) up to 8, 1 (4 bits) up to 16, 2 (8 bits) up to 256, else 3.
+    field = np.searchsorted(np.array([8, 16, 256]), total, side="left")
+    width_of = np.array(_BRUSH_FIELD_BITS, dtype=np.int64)[field]
+    repeat = (total > 1).astype(np.int64)  # a run of one value is a one-word literal
+    code = ((repeat << 2 | field) << width_of | (n - 1)) << _BRUSH_WORD_BITS | value
+    width = 3 + width_of + _BRUSH_WORD_BITS  # 14 .. 27 bits per block
+
+    # Lay the blocks' bits side by side: each code as 32 big-endian bits, keep its last
+    # ``width`` bits (row by row, so in block order).
+    parts = [
+        np.unpackbits(np.array([_brush_header(count)], dtype=">u8").view(np.uint8))[
+            -_BRUSH_HEADER_BITS:
+        ]
+    ]
+    for start in range(0, code.size, _BRUSH_CHUNK_BITS // 32):
+        c = code[start : start + _BRUSH_CHUNK_BITS // 32].astype(">u4")
+        w = width[start : start + _BRUSH_CHUNK_BITS // 32]
+        bits = np.unpackbits(c.view(np.uint8)).reshape(-1, 32)
+        parts.append(bits[np.arange(32) >= (32 - w)[:, None]])
+    nbits = _BRUSH_HEADER_BITS + int(width.sum())
+    # The SDK always pads, 1 to 8 zero bits (a whole zero byte when already aligned).
+    parts.append(np.zeros(8 - nbits % 8, dtype=np.uint8))
+    return np.packbits(np.concatenate(parts)).tobytes()
 
 
 def to_brush(mask: np.ndarray) -> list[int]:
     """``(H, W)`` mask -> Label Studio brush ``rle`` (list of byte values).
 
     Encodes RGBA pixels with value 255 for foreground in every channel (Label Studio reads the
-    alpha channel), via ``label_studio_sdk.converter.brush.mask2rle``. Its encoder loops in
-    Python once per run, so cost grows with the number of runs (smooth masks are fast).
+    alpha channel); the bytes are those of ``label_studio_sdk.converter.brush.mask2rle``, from a
+    vectorised encoder whose cost grows with the number of runs.
     """
     if mask.ndim != 2:
         raise ValueError(f"to_brush expects a 2-D (H, W) mask, got shape {mask.shape}")
-    values = np.where(mask != 0, np.uint8(255), np.uint8(0))
-    # Imported here: the SDK pulls in ~150 MB of modules that only the LS edge needs.
-    from label_studio_sdk.converter.brush import mask2rle
+    if mask.size == 0 or mask.size * 4 >= 1 << 32:
+        raise ValueError(f"to_brush expects a non-empty mask under 2**30 pixels, got {mask.shape}")
+    flat = np.ravel(mask) != 0
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    lengths = np.diff(np.append(starts, flat.size)).astype(np.int64) * 4  # 4 channels
+    values = np.where(flat[starts], 255, 0).astype(np.int64)
+    return list(_brush_encode_runs(lengths, values))
 
-    return [int(v) for v in mask2rle(values)]
+
+def _brush_windows(payload: bytes) -> npt.NDArray[np.uint64]:
+    """For each byte offset, the 64 bits of the stream that start there (zeros past the end)."""
+    padded = np.concatenate((np.frombuffer(payload, dtype=np.uint8), np.zeros(8, np.uint8)))
+    n = len(payload) + 1
+    words = np.zeros(n, dtype=np.uint64)
+    for k in range(8):
+        words |= padded[k : k + n].astype(np.uint64) << np.uint64(56 - 8 * k)
+    return words
+
+
+def _brush_read(
+    words: npt.NDArray[np.uint64], at: npt.NDArray[np.int64], bits: int
+) -> npt.NDArray[np.int64]:
+    """The ``bits``-bit fields (``bits <= 57``) that start at the stream's bits ``at``."""
+    window = words[at >> 3] << (at & 7).astype(np.uint64)
+    return (window >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def _brush_blocks(
+    words: npt.NDArray[np.uint64], at: npt.NDArray[np.int64], field_bits: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """For blocks starting at bits ``at``: repeat or literal, the width of their run-length
+    field, and their number of values."""
+    head = _brush_read(words, at, 19)  # flag, field index, and up to 16 bits of field
+    width = field_bits[head >> 16 & 3]
+    n = (head >> (16 - width) & ((1 << width) - 1)) + 1
+    return head >> 18 == 1, width, n
+
+
+def _brush_decode_runs(
+    payload: bytes, count: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Decode a brush RLE stream of ``count`` values (its header already checked) into runs:
+    ``values[i]`` repeated ``lengths[i]`` times, lengths summing to ``count``."""
+    head = int.from_bytes(payload[:7], "big") >> 3
+    word_bits = (head >> 16 & 31) + 1
+    field_bits = np.array([(head >> (12 - 4 * i) & 15) + 1 for i in range(4)], dtype=np.int64)
+    words = _brush_windows(payload)
+    end = len(payload) * 8
+
+    # Where a block starts depends on every block before it, so the blocks are found by a
+    # walk; what a block at bit p would be (its length in bits and in values) is computed for
+    # every p of a chunk at once, so the walk is two lookups per block.
+    starts: list[int] = []
+    pos, produced = _BRUSH_HEADER_BITS, 0
+    chunk_start = chunk_end = 0
+    # Memoryviews of int64 arrays: indexing one gives a Python int, without a list copy.
+    bit_len = value_len = np.zeros(0, dtype=np.int64).data
+    while produced < count:
+        if pos >= end:
+            raise MaskFormatError(
+                f"malformed brush RLE: the stream ends after {produced} of {count} values"
+            )
+        if not chunk_start <= pos < chunk_end:
+            chunk_start, chunk_end = pos, min(pos + _BRUSH_CHUNK_BITS, end)
+            repeat, width, n = _brush_blocks(
+                words, np.arange(chunk_start, chunk_end, dtype=np.int64), field_bits
+            )
+            bit_len = (3 + width + np.where(repeat, 1, n) * word_bits).data
+            value_len = n.data
+        i = pos - chunk_start
+        starts.append(pos)
+        produced += value_len[i]
+        pos += bit_len[i]
+    if pos > end:
+        raise MaskFormatError("malformed brush RLE: the last block is cut off")
+
+    block = np.array(starts, dtype=np.int64)
+    repeat, width, n = _brush_blocks(words, block, field_bits)
+    # One word per repeat block, n words per literal block.
+    words_per = np.where(repeat, 1, n)
+    owner = np.repeat(np.arange(block.size), words_per)
+    k = np.arange(owner.size) - (np.cumsum(words_per) - words_per)[owner]
+    at = block[owner] + 3 + width[owner] + k * word_bits
+    values = _brush_read(words, at, word_bits)  # words are at most 32 bits
+    if values.size and int(values.max()) > 255:
+        raise MaskFormatError(
+            f"malformed brush RLE: value {int(values.max())} does not fit a byte (0..255)"
+        )
+    # The last block may run past the value count: clipped (so does the SDK for a repeat).
+    ends = np.minimum(np.cumsum(np.where(repeat[owner], n[owner], 1)), count)
+    lengths = np.diff(ends, prepend=0)
+    keep = lengths > 0
+    return values[keep].astype(np.uint8), lengths[keep]
 
 
 def from_brush(rle: Sequence[int], height: int, width: int) -> BoolArray:
     """Label Studio brush ``rle`` -> ``(H, W)`` bool mask (alpha channel ``>= 128``).
 
     Raises :class:`MaskFormatError` if the payload is malformed or does not encode exactly
-    ``height * width`` RGBA pixels. Decoding goes through the SDK's ``decode_rle``, which is
-    pure Python per bit of the payload.
+    ``height * width`` RGBA pixels. Decodes everything ``label_studio_sdk``'s ``decode_rle``
+    decodes (any word size and run-length field widths, literal and repeat blocks), vectorised.
     """
     h, w = _check_hw(height, width)
     try:
         payload = bytes(rle)  # also rejects values outside 0..255
     except (ValueError, TypeError) as exc:
         raise MaskFormatError(f"brush RLE must be a list of byte values 0..255: {exc}") from exc
-    if len(payload) < 5:
+    if len(payload) * 8 < _BRUSH_HEADER_BITS:
         raise MaskFormatError(f"brush RLE is too short ({len(payload)} bytes) to hold a header")
     # The header starts with the value count as a 32-bit big-endian integer; check it before
     # decoding so a bad payload cannot make the decoder allocate gigabytes.
@@ -515,10 +671,9 @@ def from_brush(rle: Sequence[int], height: int, width: int) -> BoolArray:
             f"brush RLE holds {num} values, expected height x width x 4 = "
             f"{h} x {w} x 4 = {h * w * 4}"
         )
-    try:
-        from label_studio_sdk.converter.brush import decode_rle
-
-        flat = decode_rle(payload)
-    except (ValueError, TypeError, IndexError) as exc:
-        raise MaskFormatError(f"malformed brush RLE: {exc}") from exc
-    return np.ascontiguousarray(flat.reshape(h, w, 4)[:, :, 3] >= 128)
+    values, lengths = _brush_decode_runs(payload, num)
+    # Value v is channel v % 4 of pixel v // 4: a run of values [s, e) covers the alpha
+    # channels (4j + 3) of pixels [s // 4, e // 4).
+    ends = np.cumsum(lengths) // 4
+    pixels = np.diff(ends, prepend=0)
+    return np.repeat(values >= 128, pixels).reshape(h, w)

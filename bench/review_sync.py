@@ -11,7 +11,8 @@ database, then measures:
   masks/s;
 * a second sync with nothing new (the periodic reconciliation's steady state).
 
-Starts Label Studio with ``scripts/label_studio.sh`` on a free port (data in ``.ls/bench-data``)
+First a table of the brush codec alone (ours and the SDK's, per mask). Starts Label Studio with
+``scripts/label_studio.sh`` on a free port (data in ``.ls/bench-data``)
 unless ``--label-studio-url`` names a running one.
 
     .venv/bin/python bench/review_sync.py                    # 1,000 tasks x 10 masks
@@ -182,6 +183,43 @@ def annotate_all(client: ls.SDKClient, project_id: int) -> int:
     return n
 
 
+def codec_table(pool: list[np.ndarray], rounds: int = 3) -> None:
+    """Brush RLE per mask of the pool: ours (annotator.masks) and the SDK's pure-Python codec,
+    interleaved, best of ``rounds`` (the SDK only as a reference; it must give the same bytes)."""
+    from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+    def ours_encode(m: np.ndarray) -> list[int]:
+        return masks.to_brush(m)
+
+    def sdk_encode(m: np.ndarray) -> list[int]:
+        return [int(v) for v in mask2rle(np.where(m, 255, 0).astype(np.uint8))]
+
+    def ours_decode(rle: list[int]) -> np.ndarray:
+        return masks.from_brush(rle, H, W)
+
+    def sdk_decode(rle: list[int]) -> np.ndarray:
+        return np.asarray(decode_rle(bytes(rle)).reshape(H, W, 4)[:, :, 3] >= 128)
+
+    rles = [masks.to_brush(m) for m in pool]
+    assert rles == [sdk_encode(m) for m in pool], "encoders disagree"
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for label, fn, inputs in (
+            ("encode, annotator.masks", ours_encode, pool),
+            ("encode, label_studio_sdk", sdk_encode, pool),
+            ("decode, annotator.masks", ours_decode, rles),
+            ("decode, label_studio_sdk", sdk_decode, rles),
+        ):
+            t0 = time.perf_counter()
+            for x in inputs:
+                fn(x)
+            per = (time.perf_counter() - t0) / len(inputs) * 1000
+            best[label] = min(best.get(label, per), per)
+    print(f"brush RLE of {len(pool)} masks of {W}x{H} (ms per mask, best of {rounds})")
+    for label, ms in best.items():
+        print(f"  {label:<28}{ms:>8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tasks", type=int, default=1000)
@@ -204,6 +242,7 @@ def main() -> None:
         t0 = time.perf_counter()
         seed(engine, name, args.tasks, args.masks)
         print(f"seeded {args.tasks} tasks x {args.masks} masks in {time.perf_counter() - t0:.1f}s")
+        codec_table(mask_pool(64))
         with label_studio(args.label_studio_url) as ls_url:
             client = ls.SDKClient(ls_url, args.token, timeout_s=300)
             settings = Settings(

@@ -22,8 +22,8 @@ from annotator.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-OUR_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu")
-LONG_RUNNING = ("api", "worker-cpu", "worker-gpu")
+OUR_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu", "beat")
+LONG_RUNNING = ("api", "worker-cpu", "worker-gpu", "beat")
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,12 @@ def test_queues_cover_every_stage(compose: dict[str, Any]) -> None:
         command = compose["services"][name]["command"]
         consumed.update(command[command.index("--queues") + 1].split(","))
     assert set(STAGE_QUEUES.values()) <= consumed
+
+
+def test_one_beat_whose_health_check_reads_its_heartbeat(compose: dict[str, Any]) -> None:
+    beats = [n for n, s in compose["services"].items() if s.get("command", [None])[0] == "beat"]
+    assert beats == ["beat"]  # every beat sends its own copy of each periodic task
+    beat = compose["services"]["beat"]
+    heartbeat = beat["command"][beat["command"].index("--heartbeat-file") + 1]
+    assert heartbeat in " ".join(beat["healthcheck"]["test"])
+    assert "deploy" not in beat  # a single replica

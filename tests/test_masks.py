@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from annotator import masks as M
@@ -413,46 +416,188 @@ def test_from_segmentation_rejects_bad_image_size() -> None:
 
 
 # ---------------------------------------------------------------------------- brush
+#
+# The Label Studio SDK's codec (label_studio_sdk.converter.brush) is the oracle: our encoder must
+# write its bytes exactly, our decoder must read whatever it reads.
 
 
-@pytest.mark.parametrize(
-    "mask",
-    [
-        _rng(9).random((37, 53)) < 0.5,
-        _rng(10).random((64, 64)) < 0.05,
-        np.zeros((9, 7), dtype=bool),
-        np.ones((9, 7), dtype=bool),
-        _rect(9, 7, 8, 9, 6, 7),
-        _disc(100, 140, 50, 70, 30),
-    ],
-)
-def test_brush_round_trip(mask: np.ndarray) -> None:
+def _sdk_brush(mask: np.ndarray) -> list[int]:
+    from label_studio_sdk.converter.brush import mask2rle
+
+    return [int(v) for v in mask2rle(np.where(mask, 255, 0).astype(np.uint8))]
+
+
+def _sdk_alpha(rle: list[int], h: int, w: int) -> np.ndarray:
+    from label_studio_sdk.converter.brush import decode_rle
+
+    return np.asarray(decode_rle(bytes(rle)).reshape(h, w, 4)[:, :, 3] >= 128)
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+    lengths = np.diff(np.append(starts, values.size)).astype(np.int64)
+    return lengths, values[starts].astype(np.int64)
+
+
+def _line(n: int) -> np.ndarray:
+    return np.ones((1, n), dtype=bool)
+
+
+BRUSH_EDGE_MASKS = {
+    "1x1 empty": np.zeros((1, 1), dtype=bool),
+    "1x1 full": np.ones((1, 1), dtype=bool),
+    "empty": np.zeros((9, 7), dtype=bool),
+    "full": np.ones((9, 7), dtype=bool),
+    "single pixel": _rect(9, 7, 4, 5, 3, 4),
+    "first pixel": _rect(9, 7, 0, 1, 0, 1),
+    "last pixel": _rect(9, 7, 8, 9, 6, 7),
+    "odd sizes": _rng(9).random((37, 53)) < 0.5,
+    "sparse": _rng(10).random((64, 64)) < 0.05,
+    "checkerboard": np.indices((13, 11)).sum(axis=0) % 2 == 1,
+    "disc": _disc(100, 140, 50, 70, 30),
+    # runs of 2, 4, 16 and 64 pixels (8, 16, 64 and 256 values): the edges of the 3-, 4- and
+    # 8-bit run-length fields; 65 pixels (260 values) takes the 16-bit one
+    "run field edges": np.repeat(
+        np.arange(12) % 2 == 0, [2, 3, 4, 5, 16, 17, 64, 65, 1, 2, 1, 4]
+    ).reshape(1, -1),
+    # 16,384 pixels are 65,536 values, the longest run one block holds; one more pixel is cut
+    # into two blocks, and 40,000 pixels (160,000 values) into three
+    "longest block": _line(16_384),
+    "one past the longest block": _line(16_385),
+    "three blocks": _line(40_000),
+    "long background run": _rect(300, 300, 299, 300, 0, 300),
+    "portrait": _disc(70, 20, 35, 10, 8),
+}
+
+
+@pytest.mark.parametrize("mask", BRUSH_EDGE_MASKS.values(), ids=BRUSH_EDGE_MASKS.keys())
+def test_to_brush_is_byte_exact_with_the_sdk(mask: np.ndarray) -> None:
     rle = M.to_brush(mask)
     assert all(type(v) is int and 0 <= v <= 255 for v in rle)
+    assert rle == _sdk_brush(mask)
     out = M.from_brush(rle, *mask.shape)
-    assert out.dtype == np.bool_ and out.shape == mask.shape
+    assert out.dtype == np.bool_ and out.shape == mask.shape and out.flags.c_contiguous
     np.testing.assert_array_equal(out, mask)
+    np.testing.assert_array_equal(_sdk_alpha(rle, *mask.shape), mask)
+
+
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(np.bool_, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=48)))
+def test_to_brush_property(mask: np.ndarray) -> None:
+    rle = M.to_brush(mask)
+    assert rle == _sdk_brush(mask)
+    np.testing.assert_array_equal(M.from_brush(rle, *mask.shape), mask)
+
+
+def test_to_brush_accepts_uint8_and_rejects_bad_shapes() -> None:
+    mask = _disc(20, 30, 10, 12, 6)
+    assert M.to_brush(mask.astype(np.uint8) * 7) == M.to_brush(mask)
+    with pytest.raises(ValueError, match="2-D"):
+        M.to_brush(np.zeros((2, 3, 4), dtype=bool))
+    with pytest.raises(ValueError, match="non-empty"):
+        M.to_brush(np.zeros((0, 3), dtype=bool))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 255), st.integers(1, 300)), min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_brush_encoder_matches_sdk_encode_rle(runs: list[tuple[int, int]], long: bool) -> None:
+    """Any bytes (runs of one value included, which masks never have), not only 0 / 255."""
+    from label_studio_sdk.converter.brush import encode_rle
+
+    if long:  # runs over 65,536 values
+        runs = [(v, n * 997) for v, n in runs[:4]]
+    values = np.repeat([v for v, _ in runs], [n for _, n in runs]).astype(np.uint8)
+    lengths, run_values = _runs(values)
+    encoded = M._brush_encode_runs(lengths, run_values)
+    assert list(encoded) == encode_rle(values)
+    got_values, got_lengths = M._brush_decode_runs(encoded, values.size)
+    np.testing.assert_array_equal(np.repeat(got_values, got_lengths), values)
+
+
+def _bits(value: int, width: int) -> str:
+    return format(value, f"0{width}b")
+
+
+@st.composite
+def _brush_streams(draw: st.DrawFn) -> tuple[bytes, np.ndarray]:
+    """Any valid stream, as another encoder may write it: word size 1..16, any run-length field
+    widths, literal blocks of several values, a last repeat block that runs past the end."""
+    word = draw(st.integers(1, 16))
+    fields = draw(st.lists(st.integers(1, 16), min_size=4, max_size=4))
+    top = min(255, (1 << word) - 1)  # the SDK decodes into uint8
+    out: list[int] = []
+    body = ""
+    for _ in range(draw(st.integers(1, 12))):
+        index = draw(st.integers(0, 3))
+        n = draw(st.integers(1, min(1 << fields[index], 40)))
+        if draw(st.booleans()):
+            value = draw(st.integers(0, top))
+            body += "1" + _bits(index, 2) + _bits(n - 1, fields[index]) + _bits(value, word)
+            out += [value] * n
+        else:
+            words = draw(st.lists(st.integers(0, top), min_size=n, max_size=n))
+            body += "0" + _bits(index, 2) + _bits(n - 1, fields[index])
+            body += "".join(_bits(v, word) for v in words)
+            out += words
+    if draw(st.booleans()):
+        # a last repeat block that runs past the declared count: only its first values count
+        index = draw(st.integers(0, 3))
+        n = draw(st.integers(2, min(1 << fields[index], 40)))
+        value = draw(st.integers(0, top))
+        body += "1" + _bits(index, 2) + _bits(n - 1, fields[index]) + _bits(value, word)
+        out += [value] * draw(st.integers(1, n - 1))
+    count = len(out)
+    head = _bits(count, 32) + _bits(word - 1, 5) + "".join(_bits(f - 1, 4) for f in fields)
+    bits = head + body
+    bits += "0" * (-len(bits) % 8 + draw(st.sampled_from([0, 8])))
+    payload = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return payload, np.array(out, dtype=np.uint8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_brush_streams())
+def test_brush_decoder_reads_what_the_sdk_reads(stream: tuple[bytes, np.ndarray]) -> None:
+    from label_studio_sdk.converter.brush import decode_rle
+
+    payload, expected = stream
+    np.testing.assert_array_equal(decode_rle(payload), expected)  # the oracle agrees
+    values, lengths = M._brush_decode_runs(payload, expected.size)
+    np.testing.assert_array_equal(np.repeat(values, lengths), expected)
+
+
+def _editor_cases() -> list[dict[str, object]]:
+    path = Path(__file__).parent / "fixtures" / "label_studio_editor_brush.json"
+    cases: list[dict[str, object]] = json.loads(path.read_text())["cases"]
+    return cases
+
+
+@pytest.mark.parametrize("case", _editor_cases(), ids=lambda c: str(c["name"]))
+def test_from_brush_reads_the_label_studio_editor(case: dict[str, Any]) -> None:
+    """Masks as the Label Studio editor writes them: stroke colour in R, G, B, anti-aliased
+    alpha, literal blocks; encoded by the editor's own encoder (see the fixture's source)."""
+    h, w = case["height"], case["width"]
+    expected = M.decode({"size": [h, w], "counts": case["alpha_ge_128"]})
+    got = M.from_brush(case["rle"], h, w)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(_sdk_alpha(case["rle"], h, w), expected)
 
 
 def test_brush_round_trip_full_size() -> None:
     h, w = 1536, 2048
     disc = _disc(h, w, 700, 1000, 500)
     np.testing.assert_array_equal(M.from_brush(M.to_brush(disc), h, w), disc)
-    # random blocky mask (16x16 blocks): many runs but still quick with the SDK codec
+    # random blocky mask (16x16 blocks): many runs
     blocks = _rng(11).random((h // 16, w // 16)) < 0.5
     blocky = np.kron(blocks, np.ones((16, 16), dtype=bool))
-    np.testing.assert_array_equal(M.from_brush(M.to_brush(blocky), h, w), blocky)
+    rle = M.to_brush(blocky)
+    assert rle == _sdk_brush(blocky)
+    np.testing.assert_array_equal(M.from_brush(rle, h, w), blocky)
     # portrait orientation (width x height swapped) must not be confused with landscape
     tall = _disc(w, h, 1000, 700, 400)
     np.testing.assert_array_equal(M.from_brush(M.to_brush(tall), w, h), tall)
-
-
-def test_brush_matches_label_studio_layout() -> None:
-    from label_studio_sdk.converter.brush import decode_rle
-
-    mask = _disc(20, 30, 10, 12, 6)
-    rgba = decode_rle(M.to_brush(mask)).reshape(20, 30, 4)
-    np.testing.assert_array_equal(rgba[:, :, 3], np.where(mask, 255, 0))
 
 
 def test_from_brush_errors() -> None:
@@ -461,6 +606,8 @@ def test_from_brush_errors() -> None:
         M.from_brush(rle, 5, 5)
     with pytest.raises(M.MaskFormatError, match="too short"):
         M.from_brush(rle[:3], 4, 5)
+    with pytest.raises(M.MaskFormatError, match="too short"):
+        M.from_brush(rle[:6], 4, 5)  # 48 of the header's 53 bits
     with pytest.raises(M.MaskFormatError, match=r"0\.\.255"):
         M.from_brush([*rle[:-1], 256], 4, 5)
     with pytest.raises(M.MaskFormatError, match="malformed"):
@@ -468,3 +615,16 @@ def test_from_brush_errors() -> None:
     # a huge declared value count is rejected before any decoding
     with pytest.raises(M.MaskFormatError, match="expected"):
         M.from_brush([255, 255, 255, 255, 0, 0, 0], 4, 5)
+    with pytest.raises(M.MaskFormatError, match="height x width must be positive"):
+        M.from_brush(rle, 0, 5)
+    # a stream cut inside its last block
+    noisy = M.to_brush(_rng(13).random((6, 7)) < 0.5)
+    with pytest.raises(M.MaskFormatError, match="malformed brush RLE"):
+        M.from_brush(noisy[:-3], 6, 7)
+    # 12-bit words holding values a byte cannot (one repeat block of 4 x 300)
+    bits = _bits(4, 32) + _bits(11, 5) + "".join(_bits(f - 1, 4) for f in (3, 4, 8, 16))
+    bits += "1" + "00" + _bits(3, 3) + _bits(300, 12)
+    bits += "0" * (-len(bits) % 8)
+    payload = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
+    with pytest.raises(M.MaskFormatError, match="does not fit a byte"):
+        M.from_brush(payload, 1, 1)

@@ -13,6 +13,8 @@ another broker. Conventions (see docs/workers.md):
   worker that dies mid-task leaves its message unacknowledged and Redis delivers it again after
   the visibility timeout).
 - No result backend: progress and outcomes live in the ``jobs`` / ``job_items`` tables.
+- Periodic tasks (:func:`beat_schedule`) are sent by one ``annotator beat`` process
+  (workers/beat.py) and run on the workers like any other task.
 """
 
 from __future__ import annotations
@@ -31,10 +33,34 @@ QUEUES = (GPU_QUEUE, CPU_QUEUE)
 # Filled by ``workers.tasks.task`` as tasks are declared: task name -> queue.
 TASK_QUEUES: dict[str, str] = {}
 
+# The periodic tasks that ``annotator beat`` sends (declared in workers/tasks.py).
+REVIEW_SYNC_TASK = "annotator.review.sync"
+# Beat wakes up at least this often, whatever its schedule: the heartbeat of workers/beat.py.
+BEAT_MAX_LOOP_INTERVAL_S = 30
+
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
     queue = TASK_QUEUES.get(name)
     return {"queue": queue} if queue else None
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What ``annotator beat`` sends, and how often (empty when every period is 0).
+
+    ``annotator.review.sync`` every ``ANNOTATOR_REVIEW_SYNC_INTERVAL_S``: a message that no
+    worker took within one period expires (the next one does the same work), so stopped workers
+    never come back to a backlog of syncs.
+    """
+    interval = settings.review_sync_interval_s
+    if interval <= 0:
+        return {}
+    return {
+        "review-sync": {
+            "task": REVIEW_SYNC_TASK,
+            "schedule": float(interval),
+            "options": {"queue": CPU_QUEUE, "expires": float(interval)},
+        }
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -83,6 +109,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
+        "beat_schedule": beat_schedule(settings),
+        "beat_max_loop_interval": BEAT_MAX_LOOP_INTERVAL_S,
     }
 
 

@@ -13,13 +13,18 @@ are run one by one, each in its own transaction, so one bad image cannot hold th
 
 A task for a cancelled job returns without work (``run_stage`` checks the job's status), which
 is how cancelling revokes the messages already queued: they are consumed and dropped.
+
+``annotator.review.sync(*dataset_ids)``, sent by ``annotator beat`` every
+``ANNOTATOR_REVIEW_SYNC_INTERVAL_S`` (:func:`workers.app.beat_schedule`), brings home the review
+decisions that Label Studio's webhooks missed, one dataset per transaction (:func:`sync_reviews`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kombu.exceptions
@@ -29,12 +34,15 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from annotator.config import get_settings
 from annotator.db import mining
+from annotator.db import reviews as review_rows
 from annotator.db.models import JobItemStatus, JobStatus
+from annotator.integrations import label_studio as ls
 from annotator.pipeline.runner import SYSTEMIC
 from annotator.pipeline.stages import STAGES, run_stage, run_stage_batch
-from annotator.services import jobs
-from workers.app import CPU_QUEUE, GPU_QUEUE, TASK_QUEUES, app
+from annotator.services import jobs, review
+from workers.app import CPU_QUEUE, GPU_QUEUE, REVIEW_SYNC_TASK, TASK_QUEUES, app
 from workers.outbox import Outbox, transaction
 
 log = logging.getLogger(__name__)
@@ -338,3 +346,98 @@ def cancel_job(job_id: int, engine: Engine | None = None) -> JobStatus:
         jobs.cancel_job(session, job_id)
         jobs.finish_if_done(session, job_id)
         return JobStatus(mining.job_status(session, job_id))
+
+
+# ------------------------------------------------------------------------------ review sync
+
+
+@dataclass
+class DatasetSync:
+    """What one run of :func:`sync_reviews` did for one dataset."""
+
+    dataset_id: int
+    name: str
+    result: review.SyncResult | None = None
+    error: str | None = None  # why it failed (the next run tries again)
+    busy: bool = False  # another sync of this dataset was running: skipped
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def sync_reviews(
+    dataset_ids: Sequence[int] = (),
+    *,
+    engine: Engine | None = None,
+    client: ls.LabelStudioAPI | None = None,
+) -> list[DatasetSync]:
+    """Sync the reviews of every dataset that has a Label Studio project (only those of
+    ``dataset_ids`` when given), each in its own transaction, in dataset id order.
+
+    A dataset that fails (Label Studio down or answering errors, an annotation that cannot be
+    read) is rolled back, logged and reported; the others go on, and the next run catches up
+    (a sync applies whatever is not recorded yet). A dataset whose sync is already running
+    elsewhere is skipped. Transient database or broker errors are raised after the other
+    datasets had their turn, so the task retries them. ``client`` defaults to the configured
+    Label Studio server.
+    """
+    with transaction(engine) as (session, _):
+        targets = review_rows.projects_to_sync(session, review.BACKEND, dataset_ids)
+    outcomes = [DatasetSync(dataset_id, name) for dataset_id, name in targets]
+    if not outcomes:
+        return outcomes
+    if client is None:
+        settings = get_settings()
+        try:
+            client = ls.make_client(settings.label_studio_url, settings.label_studio_token)
+        except Exception as exc:
+            log.error("review sync: %s", exc)
+            for outcome in outcomes:
+                outcome.error = _describe(exc)
+            return outcomes
+    transient: BaseException | None = None
+    for outcome in outcomes:
+        try:
+            with transaction(engine) as (session, _):
+                if not review_rows.try_lock_sync(session, outcome.dataset_id):
+                    outcome.busy = True
+                    log.info("review sync of %r: already running elsewhere", outcome.name)
+                    continue
+                outcome.result = review.sync_dataset(session, outcome.name, client)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("review sync of %r: %s (retried)", outcome.name, exc)
+            outcome.error = _describe(exc)
+            transient = transient or exc
+            continue
+        except Exception as exc:
+            log.error("review sync of %r failed, nothing of it was kept: %s", outcome.name, exc)
+            outcome.error = _describe(exc)
+            continue
+        result = outcome.result
+        if result is None:
+            continue
+        log_at = (
+            logging.INFO if result.applied or result.deleted or result.missing else logging.DEBUG
+        )
+        log.log(
+            log_at,
+            "review sync of %r: %d tasks read, %d annotations applied, %d unchanged, "
+            "%d deletions, %d restored, %d sent tasks missing in Label Studio",
+            outcome.name,
+            result.tasks,
+            result.applied,
+            result.unchanged,
+            result.deleted,
+            result.restored,
+            len(result.missing),
+        )
+    if transient is not None:
+        raise transient
+    return outcomes
+
+
+@task(REVIEW_SYNC_TASK, queue=CPU_QUEUE, idempotent=True)
+def sync_reviews_task(*dataset_ids: int) -> None:
+    """Sync the reviews of every dataset with a Label Studio project (or of ``dataset_ids``)."""
+    sync_reviews(dataset_ids)

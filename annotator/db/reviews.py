@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from annotator.db.models import (
     Annotation,
     AnnotationSource,
     Concept,
+    Dataset,
     Image,
     Pair,
     Proposal,
@@ -51,6 +52,36 @@ def add_project(
     session.add(project)
     session.flush()
     return project
+
+
+def projects_to_sync(
+    session: Session, backend: str, dataset_ids: Sequence[int] = ()
+) -> list[tuple[int, str]]:
+    """(dataset id, name) of every dataset with a project of ``backend``, by id; only those of
+    ``dataset_ids`` when given."""
+    query = (
+        select(Dataset.id, Dataset.name)
+        .join(ReviewProject, ReviewProject.dataset_id == Dataset.id)
+        .where(ReviewProject.backend == backend)
+        .order_by(Dataset.id)
+    )
+    if dataset_ids:
+        query = query.where(Dataset.id.in_(list(dataset_ids)))
+    return [(int(i), str(n)) for i, n in session.execute(query)]
+
+
+# pg_try_advisory_xact_lock(namespace, dataset id): the review sync's lock of one dataset.
+_SYNC_LOCK_NAMESPACE = 0x5EC0
+
+
+def try_lock_sync(session: Session, dataset_id: int) -> bool:
+    """Take the dataset's review-sync lock until the end of the transaction; False when another
+    transaction holds it. PostgreSQL advisory lock; always True elsewhere (SQLite has a single
+    writer anyway)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    key = dataset_id % (1 << 31)
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(_SYNC_LOCK_NAMESPACE, key))))
 
 
 # ------------------------------------------------------------------------------------ tasks
@@ -95,6 +126,35 @@ def in_doubt_tasks(session: Session, dataset_id: int, backend: str) -> list[Revi
             .with_for_update(of=ReviewTask)
         )
     )
+
+
+def forget_sent_tasks(session: Session, dataset_id: int, backend: str) -> int:
+    """The dataset's project in ``backend`` is gone: its tasks are no longer there. Tasks that
+    waited for a review (or whose push was in doubt) are open again, never sent; reviewed tasks
+    keep their status and decisions and lose their backend id. Returns how many were reopened."""
+    tasks = list(
+        session.scalars(
+            select(ReviewTask)
+            .join(Pair, Pair.id == ReviewTask.pair_id)
+            .where(
+                Pair.dataset_id == dataset_id,
+                ReviewTask.backend == backend,
+                or_(ReviewTask.external_id.is_not(None), ReviewTask.push_token.is_not(None)),
+                ReviewTask.status != ReviewTaskStatus.CANCELLED,
+            )
+            .with_for_update(of=ReviewTask)
+        )
+    )
+    reopened = 0
+    for task in tasks:
+        if task.status != ReviewTaskStatus.DONE:
+            task.status = ReviewTaskStatus.OPEN
+            reopened += 1
+        task.external_id = None
+        task.push_token = None
+        task.url_expires_at = None
+    session.flush()
+    return reopened
 
 
 def tasks_by_id(session: Session, ids: Sequence[int]) -> list[ReviewTask]:
@@ -299,19 +359,41 @@ def live_groups(session: Session, task_id: int) -> dict[str, str]:
     }
 
 
-def known_externals(session: Session, task_ids: Sequence[int]) -> dict[int, set[str]]:
-    """Per task: the external annotation ids it has rows of and that are not recorded deleted."""
-    seen: dict[int, set[str]] = defaultdict(set)
-    deleted: dict[int, set[str]] = defaultdict(set)
+@dataclass
+class ExternalState:
+    """What one task's rows say about its external annotations."""
+
+    versions: dict[str, str] = field(default_factory=dict)  # id -> newest version recorded
+    deleted: set[str] = field(default_factory=set)  # ids recorded deleted
+    live: dict[str, str] = field(default_factory=dict)  # id -> version of the live rows
+
+
+def external_states(session: Session, task_ids: Sequence[int]) -> dict[int, ExternalState]:
+    """Per task (only those with rows of external annotations): see :class:`ExternalState`."""
+    states: dict[int, ExternalState] = defaultdict(ExternalState)
     for part in chunks(sorted(set(task_ids)), 1000):
-        for tid, ext, action in session.execute(
-            select(Review.task_id, Review.external_id, Review.action)
+        for tid, ext, action, version, is_live in session.execute(
+            select(
+                Review.task_id,
+                Review.external_id,
+                Review.action,
+                Review.external_version,
+                Review.superseded_at.is_(None),
+            )
             .where(Review.task_id.in_(part), Review.external_id.is_not(None))
             .distinct()
         ):
-            if ext is not None:
-                (deleted if action == ReviewAction.DELETE else seen)[tid].add(ext)
-    return {tid: exts - deleted.get(tid, set()) for tid, exts in seen.items()}
+            if ext is None:
+                continue
+            state = states[tid]
+            if action == ReviewAction.DELETE:
+                state.deleted.add(ext)
+                continue
+            version = version or ""
+            state.versions[ext] = max(state.versions.get(ext, ""), version)
+            if is_live:
+                state.live[ext] = version
+    return dict(states)
 
 
 def live_review_ids(session: Session, task_id: int, external_ids: Sequence[str]) -> list[int]:

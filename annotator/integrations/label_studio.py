@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -507,9 +508,23 @@ class LabelStudioAPI(Protocol):
         ...
 
     def iter_tasks(
-        self, project_id: int, *, with_annotations: bool = False, page_size: int = 200
+        self,
+        project_id: int,
+        *,
+        with_annotations: bool = False,
+        task_ids: Sequence[int] | None = None,
+        page_size: int = 200,
     ) -> Iterator[dict[str, Any]]:
-        """Every task of the project: ``id``, ``data`` (and ``annotations`` if asked)."""
+        """Every task of the project (only those of ``task_ids`` when given): ``id``, ``data``
+        and, if asked, ``annotations`` (each with its ``result``; no predictions)."""
+        ...
+
+    def iter_annotation_keys(
+        self, project_id: int, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every task of the project as ``id`` and ``annotations``, each annotation with only
+        ``id``, ``created_at``, ``updated_at`` and ``was_cancelled`` (a cheap listing: what
+        changed since the last look, without results, data or predictions)."""
         ...
 
     def update_task_data(self, task_id: int, data: Mapping[str, Any]) -> None: ...
@@ -517,6 +532,22 @@ class LabelStudioAPI(Protocol):
     def user_name(self, user_id: int) -> str | None:
         """The user's e-mail (or username), None when unknown."""
         ...
+
+
+# What the engine reads of an annotation (``parse_annotation``, ``annotation_key``).
+_ANNOTATION_FIELDS = (
+    "task",
+    "result",
+    "created_at",
+    "updated_at",
+    "was_cancelled",
+    "completed_by",
+    "lead_time",
+)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj if isinstance(obj, dict) else dict(obj.model_dump(mode="json"))
 
 
 def _detail(body: Any) -> str:
@@ -670,24 +701,49 @@ class SDKClient:
             )
         return ids
 
-    def iter_tasks(
-        self, project_id: int, *, with_annotations: bool = False, page_size: int = 200
-    ) -> Iterator[dict[str, Any]]:
+    def _list_tasks(self, project_id: int, **params: Any) -> Iterator[Any]:
         with self._calling(f"listing the tasks of project {project_id}"):
-            pager: Any = self._sdk.tasks.list(
-                project=project_id,
-                fields="all" if with_annotations else None,
-                page_size=page_size,
-                resolve_uri=False,
-            )
-            for task in pager:
+            yield from self._sdk.tasks.list(project=project_id, resolve_uri=False, **params)
+
+    def iter_tasks(
+        self,
+        project_id: int,
+        *,
+        with_annotations: bool = False,
+        task_ids: Sequence[int] | None = None,
+        page_size: int = 200,
+    ) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"page_size": page_size}
+        if with_annotations:
+            # ``fields=all`` adds annotations and predictions (and every Data Manager column);
+            # ``include`` (also applied to the annotations' own fields) keeps what we read.
+            params["fields"] = "all"
+            params["include"] = ",".join(("id", "data", "annotations", *_ANNOTATION_FIELDS))
+        if task_ids is None:
+            batches: Iterator[dict[str, Any]] = iter([params])
+        else:
+            ids = sorted({int(i) for i in task_ids})
+            batches = (
+                {**params, "query": json.dumps(
+                    {"selectedItems": {"all": False, "included": ids[i : i + page_size]}}
+                )}
+                for i in range(0, len(ids), page_size)
+            )  # fmt: skip
+        for batch in batches:
+            for task in self._list_tasks(project_id, **batch):
                 record: dict[str, Any] = {"id": int(task.id), "data": dict(task.data or {})}
                 if with_annotations:
-                    record["annotations"] = [
-                        a if isinstance(a, dict) else a.model_dump(mode="json")
-                        for a in (task.annotations or [])
-                    ]
+                    record["annotations"] = [_plain(a) for a in (task.annotations or [])]
                 yield record
+
+    def iter_annotation_keys(
+        self, project_id: int, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        include = "id,annotations,created_at,updated_at,was_cancelled"
+        for task in self._list_tasks(
+            project_id, fields="all", include=include, page_size=page_size
+        ):
+            yield {"id": int(task.id), "annotations": [_plain(a) for a in task.annotations or []]}
 
     def update_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
         with self._calling(f"updating task {task_id}"):

@@ -85,6 +85,7 @@ MATCH_IOU = 0.5
 class PushResult:
     project_id: int
     project_created: bool = False
+    reopened: int = 0  # sent to a project deleted in Label Studio: sent again (``recreate``)
     created: int = 0
     adopted: int = 0  # found in Label Studio after an interrupted push
     released: int = 0  # an interrupted push that never reached Label Studio: sent again
@@ -96,12 +97,44 @@ def _project_title(dataset: Dataset) -> str:
     return f"annotator: {dataset.name}"
 
 
+def _project_gone(dataset: Dataset, project: ReviewProject, client: ls.LabelStudioAPI) -> str:
+    return (
+        f"Label Studio project {project.external_id} of dataset {dataset.name!r} no longer "
+        f"exists at {client.base_url} (deleted in Label Studio?). `annotator review push "
+        f"{dataset.name} --recreate` makes a new project and sends again every task not reviewed "
+        "yet (decisions already brought home are kept); if ANNOTATOR_LABEL_STUDIO_URL names the "
+        "wrong server, correct it instead"
+    )
+
+
 def ensure_project(
-    session: Session, dataset: Dataset, client: ls.LabelStudioAPI, settings: Settings
-) -> tuple[ReviewProject, bool]:
-    """The dataset's Label Studio project (created on first use) with its webhook in place."""
+    session: Session,
+    dataset: Dataset,
+    client: ls.LabelStudioAPI,
+    settings: Settings,
+    *,
+    recreate: bool = False,
+) -> tuple[ReviewProject, bool, int]:
+    """The dataset's Label Studio project (created on first use) with its webhook in place;
+    whether it was created; how many sent tasks were reopened.
+
+    A project deleted in Label Studio raises :class:`ConflictError`, unless ``recreate``: then
+    a new project replaces it, the tasks that were waiting in the old one are open again (the
+    push sends them anew), and reviewed tasks keep their decisions (they are not sent again).
+    """
     project = rr.get_project(session, dataset.id, BACKEND)
-    created = False
+    created, reopened = False, 0
+    if project is not None and client.get_project(int(project.external_id)) is None:
+        if not recreate:
+            raise ConflictError(_project_gone(dataset, project, client))
+        reopened = rr.forget_sent_tasks(session, dataset.id, BACKEND)
+        log.warning(
+            "Label Studio project %s of dataset %r is gone: making a new one, %d tasks reopened",
+            project.external_id, dataset.name, reopened,
+        )  # fmt: skip
+        session.delete(project)
+        session.flush()
+        project = None
     if project is None:
         project_id = client.create_project(
             title=_project_title(dataset),
@@ -110,11 +143,6 @@ def ensure_project(
         )
         project = rr.add_project(session, dataset.id, BACKEND, str(project_id), None)
         created = True
-    elif client.get_project(int(project.external_id)) is None:
-        raise ConflictError(
-            f"Label Studio project {project.external_id} of dataset {dataset.name!r} no longer "
-            f"exists at {client.base_url}; its review tasks are gone with it"
-        )
     hook = ls.ensure_webhook(
         client,
         int(project.external_id),
@@ -123,7 +151,7 @@ def ensure_project(
     )
     project.webhook_id = str(hook)
     session.flush()
-    return project, created
+    return project, created, reopened
 
 
 def _review_item(
@@ -171,6 +199,7 @@ def push_dataset(
     settings: Settings | None = None,
     batch_size: int = 100,
     in_doubt_grace_s: float = 300.0,
+    recreate: bool = False,
 ) -> PushResult:
     """Send the dataset's open review tasks to its Label Studio project, ``batch_size`` at a
     time; renew image URLs that expire within half their lifetime.
@@ -181,13 +210,18 @@ def push_dataset(
     their token are adopted, the others (older than ``in_doubt_grace_s``, so a push running
     right now is not second-guessed) are sent again. Unlike most services this one commits, per
     batch, which is what makes it safe: it takes an engine, not a session.
+
+    A project deleted in Label Studio is an error, or with ``recreate`` replaced by a new one
+    (see :func:`ensure_project`).
     """
     settings = settings or get_settings()
     with session_scope(engine) as session:
         dataset = repo.get_dataset(session, name)
-        project, project_created = ensure_project(session, dataset, client, settings)
+        project, project_created, reopened = ensure_project(
+            session, dataset, client, settings, recreate=recreate
+        )
         dataset_id, project_id = dataset.id, int(project.external_id)
-    result = PushResult(project_id=project_id, project_created=project_created)
+    result = PushResult(project_id=project_id, project_created=project_created, reopened=reopened)
 
     with session_scope(engine) as session:
         _resolve_in_doubt(session, dataset_id, project_id, client, in_doubt_grace_s, result)
@@ -583,34 +617,66 @@ def sync_dataset(session: Session, name: str, client: ls.LabelStudioAPI) -> Sync
     """Make the dataset agree with its Label Studio project: apply every annotation revision
     not yet recorded, record deletions, restore the newest annotation of each task.
 
-    Reads each task's annotations from Label Studio page by page and applies them in the
-    caller's transaction: if Label Studio fails half-way the caller rolls back and nothing is
-    lost (the next sync starts over). Only flushes.
+    First a cheap listing of every task's annotation ids and versions, compared with what is
+    recorded; then, only for the tasks where something changed, their annotations in full
+    (results, no predictions), 200 tasks a request. A sync that finds nothing new reads no
+    annotation results at all. Applies in the caller's transaction: if Label Studio fails
+    half-way the caller rolls back and nothing is lost (the next sync starts over). Only
+    flushes.
     """
     dataset = repo.get_dataset(session, name)
     result = SyncResult()
     project = rr.get_project(session, dataset.id, BACKEND)
     if project is None:
         return result  # nothing was ever pushed
+    project_id = int(project.external_id)
     sent = rr.sent_tasks(session, dataset.id, BACKEND)
-    known = rr.known_externals(session, [t.id for t in sent.values()])
+    states = rr.external_states(session, [t.id for t in sent.values()])
     seen: set[str] = set()
-    for ls_task in client.iter_tasks(int(project.external_id), with_annotations=True):
-        task = sent.get(str(ls_task["id"]))
-        if task is None:
-            continue  # not one of ours (or an interrupted push: `review push` adopts it)
-        seen.add(str(ls_task["id"]))
-        result.tasks += 1
-        _sync_task(
-            session,
-            task,
-            ls_task.get("annotations") or [],
-            known.get(task.id, set()),
-            client,
-            result,
-        )
+    changed: list[int] = []
+    try:
+        for ls_task in client.iter_annotation_keys(project_id):
+            task = sent.get(str(ls_task["id"]))
+            if task is None:
+                continue  # not one of ours (or an interrupted push: `review push` adopts it)
+            seen.add(str(ls_task["id"]))
+            result.tasks += 1
+            current = [
+                ls.annotation_key(a, task.external_id)
+                for a in ls_task.get("annotations") or []
+                if not a.get("was_cancelled")
+            ]
+            if _in_step(states.get(task.id, rr.ExternalState()), current):
+                result.unchanged += len(current)
+            else:
+                changed.append(int(ls_task["id"]))
+    except ExternalServiceError as exc:
+        if client.get_project(project_id) is None:
+            raise ConflictError(_project_gone(dataset, project, client)) from exc
+        raise
     result.missing = sorted(set(sent) - seen, key=int)
+    if changed:
+        known = {t: set(s.versions) - s.deleted for t, s in states.items()}
+        for ls_task in client.iter_tasks(project_id, with_annotations=True, task_ids=changed):
+            task = sent[str(ls_task["id"])]
+            annotations = ls_task.get("annotations") or []
+            _sync_task(session, task, annotations, known.get(task.id, set()), client, result)
     return result
+
+
+def _in_step(state: rr.ExternalState, current: Sequence[ls.AnnotationKey]) -> bool:
+    """Whether a task's recorded rows already reflect its annotations ``current`` in Label
+    Studio (what :func:`_sync_task` would then leave unchanged)."""
+    for key in current:
+        if key.id not in state.deleted and state.versions.get(key.id, "") < key.version:
+            return False  # a new annotation, or a new revision of one
+    if (set(state.versions) - state.deleted) - {key.id for key in current}:
+        return False  # deleted in Label Studio, not yet recorded
+    if current:
+        newest = max(current, key=lambda k: (k.version, int(k.id)))
+        if state.live != {newest.id: newest.version}:
+            return False  # the newest annotation is not the live one
+    return True
 
 
 def _sync_task(

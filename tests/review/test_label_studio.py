@@ -24,6 +24,7 @@ from annotator.db.models import (
     PairState,
     Review,
     ReviewAction,
+    ReviewProject,
     ReviewTask,
     ReviewTaskStatus,
 )
@@ -412,3 +413,122 @@ def test_sync_catches_up_on_missed_webhooks_and_survives_an_outage(
     assert _live_annotations(pg_engine, b.pair_id) == []
     with session_scope(pg_engine) as session:
         assert session.get(Pair, b.pair_id).state == PairState.IN_REVIEW
+
+
+def test_a_project_deleted_in_label_studio_is_reported_then_recreated(
+    cli_env: str, ls_client: ls.SDKClient, pg_engine: Engine, tmp_path: Path
+) -> None:
+    name = _dataset()
+    made = _make(pg_engine, tmp_path, name)
+    _cli("review", "push", name)
+    ids = _ls_ids(pg_engine, made)
+    a, b, c = made
+    result = [ls.brush_region(ls.region_id(p), mask) for p, mask in a.proposals.items()]
+    ls_client.create_annotation(ids[a.task_id], [*result, ls.exhaustivity_result("yes")])
+    assert "1 annotations applied" in _cli("review", "sync", name)
+    with session_scope(pg_engine) as session:
+        (old_project,) = session.scalars(select(ReviewProject.external_id)).all()
+    ls_client.sdk.projects.delete(int(old_project))
+
+    # Push and sync both stop with an error that says what happened and what to do.
+    for command in ("push", "sync"):
+        out = CliRunner().invoke(app, ["review", command, name])
+        assert out.exit_code == 1, out.output
+        text = " ".join(out.output.split())
+        assert f"project {old_project} of dataset {name!r} no longer exists" in text
+        assert f"annotator review push {name} --recreate" in text
+
+    # --recreate: a new project with the two tasks that were never reviewed; a keeps its review.
+    out = " ".join(_cli("review", "push", name, "--recreate").split())
+    assert "2 tasks sent" in out and "2 tasks it held unreviewed are sent again" in out
+    with session_scope(pg_engine) as session:
+        (new_project,) = session.scalars(select(ReviewProject.external_id)).all()
+        task_a = session.get(ReviewTask, a.task_id)
+        assert task_a is not None and task_a.status == ReviewTaskStatus.DONE
+        assert task_a.external_id is None
+        pair_a = session.get(Pair, a.pair_id)
+        assert pair_a is not None and pair_a.state == PairState.POSITIVE
+    assert new_project != old_project
+    in_ls = {t["data"]["annotator_task_id"] for t in ls_client.iter_tasks(int(new_project))}
+    assert in_ls == {b.task_id, c.task_id}
+    assert {x.proposal_id for x in _live_annotations(pg_engine, a.pair_id)} == set(a.proposals)
+    assert "2 tasks read: 0 annotations applied" in " ".join(_cli("review", "sync", name).split())
+    assert "0 tasks sent" in _cli("review", "push", name, "--recreate")  # nothing to recreate
+
+
+class _Counting:
+    """The real client, counting the full listings (annotation results) it is asked for."""
+
+    def __init__(self, client: ls.SDKClient) -> None:
+        self.client, self.base_url = client, client.base_url
+        self.fetched: list[list[int]] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.client, attr)
+
+    def iter_tasks(self, project_id: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.fetched.append(sorted(kwargs.get("task_ids") or []))
+        return self.client.iter_tasks(project_id, **kwargs)
+
+
+def test_sync_reads_the_results_of_changed_tasks_only(
+    cli_env: str, ls_client: ls.SDKClient, pg_engine: Engine, tmp_path: Path
+) -> None:
+    name = _dataset()
+    made = _make(pg_engine, tmp_path, name)
+    _cli("review", "push", name)
+    ids = _ls_ids(pg_engine, made)
+    a, b, _ = made
+
+    def keep_all(m: MadePair, answer: str) -> list[dict[str, Any]]:
+        regions = [ls.brush_region(ls.region_id(p), mask) for p, mask in m.proposals.items()]
+        return [*regions, ls.exhaustivity_result(answer)]
+
+    older = ls_client.create_annotation(ids[a.task_id], keep_all(a, "yes"))
+    ls_client.create_annotation(ids[b.task_id], keep_all(b, "yes"))
+    client: Any = _Counting(ls_client)
+
+    def sync() -> Any:
+        with session_scope(pg_engine) as session:
+            return sync_dataset(session, name, client)
+
+    first = sync()
+    assert (first.tasks, first.applied, first.unchanged) == (3, 2, 0)
+    assert client.fetched == [sorted([ids[a.task_id], ids[b.task_id]])]
+
+    # Nothing new: one cheap listing, no annotation results read.
+    client.fetched.clear()
+    again = sync()
+    assert (again.applied, again.unchanged, again.restored) == (0, 2, 0)
+    assert client.fetched == []
+
+    # A second, newer annotation on a becomes the live one; deleting it (webhook missed)
+    # brings the older one back. Only a's results are read each time.
+    newer = ls_client.create_annotation(ids[a.task_id], keep_all(a, "no"))
+    assert (sync().applied, client.fetched) == (1, [[ids[a.task_id]]])
+    with session_scope(pg_engine) as session:
+        assert session.get(Pair, a.pair_id).is_exhaustive is False  # type: ignore[union-attr]
+    client.fetched.clear()
+    ls_client.delete_annotation(newer["id"])
+    restored = sync()
+    assert (restored.deleted, restored.restored, client.fetched) == (1, 1, [[ids[a.task_id]]])
+    with session_scope(pg_engine) as session:
+        assert session.get(Pair, a.pair_id).is_exhaustive is True  # type: ignore[union-attr]
+    live = {r.external_id for r in _live_reviews(pg_engine, a.task_id)}
+    assert live == {str(older["id"])}
+    client.fetched.clear()
+    assert (sync().unchanged, client.fetched) == (2, [])
+
+
+def _live_reviews(engine: Engine, task_id: int) -> list[Review]:
+    """The task's live decisions (a deletion's own ``delete`` row is no decision)."""
+    with session_scope(engine) as session:
+        return list(
+            session.scalars(
+                select(Review).where(
+                    Review.task_id == task_id,
+                    Review.superseded_at.is_(None),
+                    Review.action != ReviewAction.DELETE,
+                )
+            )
+        )

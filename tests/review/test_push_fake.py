@@ -75,11 +75,22 @@ class FakeLabelStudio:
         return ids
 
     def iter_tasks(
-        self, project_id: int, *, with_annotations: bool = False, page_size: int = 200
+        self,
+        project_id: int,
+        *,
+        with_annotations: bool = False,
+        task_ids: Sequence[int] | None = None,
+        page_size: int = 200,
     ) -> Iterator[dict[str, Any]]:
         for t in list(self.tasks.values()):
-            if t["project"] == project_id:
+            if t["project"] == project_id and (task_ids is None or t["id"] in task_ids):
                 yield {"id": t["id"], "data": t["data"], "annotations": []}
+
+    def iter_annotation_keys(
+        self, project_id: int, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        for t in self.iter_tasks(project_id):
+            yield {"id": t["id"], "annotations": []}
 
     def update_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
         self.tasks[task_id]["data"] = dict(data)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,10 @@ class Workers:
     logs: Path
     started: list[WorkerProcess] = field(default_factory=list)
 
-    def start(self, service: str) -> WorkerProcess:
-        argv = [ANNOTATOR, *compose_command(service)]
+    def start(self, service: str, extra_args: Sequence[str] = ()) -> WorkerProcess:
+        """Start the ``annotator`` command of a docker-compose.yml service (``extra_args``
+        appended: a later option overrides the same option of the compose command)."""
+        argv = [ANNOTATOR, *compose_command(service), *extra_args]
         n = len(self.started)
         log = self.logs / f"{service}-{n}.log"
         with log.open("wb") as out:
