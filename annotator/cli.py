@@ -370,6 +370,23 @@ def worker_cmd(
     run_worker(worker_argv(names, concurrency, pool, loglevel, hostname))
 
 
+@app.command("beat")
+@handle_errors
+def beat_cmd(
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING ...")] = "INFO",
+    heartbeat_file: Annotated[
+        Path | None,
+        typer.Option(help="Touched at every wake-up, for health checks (default: in /tmp)."),
+    ] = None,
+) -> None:
+    """Send the periodic tasks to the workers (needs ANNOTATOR_BROKER_URL): the review sync
+    from Label Studio every ANNOTATOR_REVIEW_SYNC_INTERVAL_S seconds (default 300; 0: off).
+    Run exactly one beat per deployment, beside a worker of the cpu queue."""
+    from workers.beat import DEFAULT_HEARTBEAT, run_beat
+
+    run_beat(loglevel, heartbeat_file or DEFAULT_HEARTBEAT)
+
+
 # images add, mine, jobs ...: defined in their own module, registered on `app` when imported.
 from annotator import (  # noqa: E402, F401
     cli_demo,
@@ -398,16 +415,32 @@ def review_push(
     batch_size: Annotated[
         int, typer.Option(min=1, max=5000, help="Tasks per Label Studio import request.")
     ] = 100,
+    recreate: Annotated[
+        bool,
+        typer.Option(
+            "--recreate",
+            help="If the dataset's project was deleted in Label Studio: make a new one and send "
+            "again every task not reviewed yet (without it, that is an error).",
+        ),
+    ] = False,
 ) -> None:
     """Send the dataset's open review tasks to its Label Studio project (created on first use,
-    with the webhook to ANNOTATOR_PUBLIC_URL). Running it again sends only new tasks."""
+    with the webhook to ANNOTATOR_PUBLIC_URL). Running it again sends only new tasks.
+
+    A project deleted in Label Studio stops the push with an error; --recreate replaces it
+    (decisions already brought home are kept, reviewed tasks are not sent again)."""
     from annotator.services.review import push_dataset
 
     engine = ready_engine()
     client = _label_studio_client()
     with console.status(f"pushing review tasks of {name!r} to {client.base_url} ..."):
-        result = push_dataset(engine, name, client, batch_size=batch_size)
+        result = push_dataset(engine, name, client, batch_size=batch_size, recreate=recreate)
     created = " (new project)" if result.project_created else ""
+    if result.reopened:
+        created = (
+            f" (new project: the old one was deleted in Label Studio; {result.reopened:,} "
+            "tasks it held unreviewed are sent again)"
+        )
     console.print(
         f"Label Studio project {result.project_id}{created}: {result.created:,} tasks sent, "
         f"{result.adopted:,} adopted from an interrupted push, "
@@ -453,21 +486,16 @@ def review_sync(name: Annotated[str, typer.Argument(help="Dataset.")]) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each with its own SO_REUSEPORT socket).")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the API (image URLs and the Label Studio webhook) with uvicorn."""
-    import uvicorn
+    from web.serve import serve as run_server
 
     ready_engine()  # refuse to start on a database that is not migrated
-    uvicorn.run(
-        "web.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    run_server(host, port, workers, log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

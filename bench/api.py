@@ -21,13 +21,14 @@ last one answered) for ``--seconds`` per endpoint:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
+import json
 import os
 import platform
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -111,16 +112,19 @@ def seed_job_and_files(url: str, name: str, media: Path, n_files: int) -> tuple[
     return job, image_ids
 
 
-def start_server(url: str, media: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, media: Path, port: int, workers: int, *, shared_socket: bool = False
+) -> subprocess.Popen[bytes]:
+    """``annotator serve``'s server (web.serve: a SO_REUSEPORT socket per worker), or with
+    ``shared_socket`` uvicorn's own workers sharing one socket (for comparison)."""
     env = {**os.environ, "ANNOTATOR_DATABASE_URL": url, "ANNOTATOR_MEDIA_ROOT": str(media)}
     env.pop("ANNOTATOR_BROKER_URL", None)
+    server = ["uvicorn", "web.app:create_app", "--factory"] if shared_socket else ["web.serve"]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "uvicorn",
-            "web.app:create_app",
-            "--factory",
+            *server,
             "--host",
             "127.0.0.1",
             "--port",
@@ -146,34 +150,167 @@ def start_server(url: str, media: Path, port: int, workers: int) -> subprocess.P
     raise SystemExit("the server did not start")
 
 
-async def drive(
-    base: str, token: str, paths: list[str], clients: int, seconds: float, max_requests: int
-) -> tuple[list[float], int, float]:
-    """Closed loop: ``clients`` workers, each sending its next request when the last answered,
-    until ``seconds`` passed or ``max_requests`` were sent. Returns (latencies s, errors, wall)."""
-    latencies: list[float] = []
-    errors = 0
-    sent = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
-        start = time.perf_counter()
-        stop = start + seconds
+def _ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(fields[11]) + int(fields[12])
 
-        async def worker(seed: int) -> None:
-            nonlocal errors, sent
-            rng = random.Random(seed)
-            while time.perf_counter() < stop and sent < max_requests:
-                sent += 1
-                t0 = time.perf_counter()
-                response = await c.get(rng.choice(paths))
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
-                    errors += 1
 
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        wall = time.perf_counter() - start
-    return latencies, errors, wall
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU seconds spent by the server (uvicorn and its workers), by the PostgreSQL backends
+    of the benchmark database, and by the whole machine, between ``start()`` and ``stop()``."""
+
+    def __init__(self, server_pid: int, url: str) -> None:
+        self.server_pid = server_pid
+        self.url = url
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _backends(self) -> list[int]:
+        import psycopg
+
+        dsn = self.url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def _server(self) -> list[int]:
+        return [self.server_pid, *_children(self.server_pid)]
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.server0 = {p: _ticks(p) for p in self._server()}
+        self.pg0 = {p: _ticks(p) for p in self._backends()}
+        self.machine0 = _machine_busy()
+
+    def stop(self) -> dict[str, float]:
+        machine1 = _machine_busy()
+        server = sum(_ticks(p) - self.server0.get(p, 0) for p in self._server())
+        pg = sum(_ticks(p) - self.pg0.get(p, 0) for p in self._backends())
+        busy = machine1[0] - self.machine0[0]
+        total = machine1[1] - self.machine0[1]
+        return {
+            "server_s": server / self.tick,
+            "postgres_s": pg / self.tick,
+            "machine_s": busy / self.tick,
+            "machine_busy": busy / total if total else 0.0,
+        }
+
+
+def drive(
+    port: int,
+    headers: list[str],
+    paths: list[str],
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    meter: CpuMeter,
+) -> dict[str, object]:
+    """Closed loop from bench/loadgen.py in its own process: ``clients`` keep-alive
+    connections, each sending its next request when the last answered, until ``seconds``
+    passed or ``max_requests`` were sent. The load generator's answer plus the CPU used."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths_file = Path(tmp) / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+        out = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "loadgen.py"),
+            "--port",
+            str(port),
+            "--paths",
+            str(paths_file),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(seconds),
+            "--max-requests",
+            str(max_requests),
+            "--out",
+            str(out),
+        ]
+        for h in headers:
+            cmd += ["--header", h]
+        meter.start()
+        subprocess.run(cmd, check=True)
+        cpu = meter.stop()
+        result: dict[str, object] = json.loads(out.read_text())
+    result.update(cpu)
+    return result
+
+
+def bench_inputs(url: str, name: str) -> tuple[int, list[int], dict[str, list[int]], str]:
+    """(job id, image ids, pair ids of the 5 commonest concepts, a new reviewer token) of a
+    seeded benchmark database."""
+    from annotator.db.session import make_engine, session_scope
+    from annotator.services.users import add_user
+
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        token = add_user(session, f"bench-{uuid.uuid4().hex[:8]}", "reviewer")
+        job = session.execute(
+            text(
+                "SELECT j.id FROM jobs j JOIN datasets d ON d.id = j.dataset_id"
+                " WHERE d.name = :n AND j.kind = 'mine' ORDER BY j.id LIMIT 1"
+            ),
+            {"n": name},
+        ).scalar_one()
+        image_ids = list(
+            session.scalars(
+                text(
+                    "SELECT i.id FROM images i JOIN datasets d ON d.id = i.dataset_id"
+                    " WHERE d.name = :n ORDER BY i.id"
+                ),
+                {"n": name},
+            )
+        )
+        concepts = list(
+            session.scalars(
+                text(
+                    "SELECT c.text FROM concepts c JOIN pairs p ON p.concept_id = c.id "
+                    "GROUP BY c.text ORDER BY count(*) DESC, c.text LIMIT 5"
+                )
+            )
+        )
+        pair_ids = {
+            c: list(
+                session.scalars(
+                    text(
+                        "SELECT p.id FROM pairs p JOIN concepts c ON c.id = p.concept_id "
+                        "WHERE c.text = :t ORDER BY p.id"
+                    ),
+                    {"t": c},
+                )
+            )
+            for c in concepts
+        }
+    engine.dispose()
+    return job, image_ids, pair_ids, token
 
 
 def main() -> None:
@@ -181,181 +318,143 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--annotations", type=int, default=1_000_000)
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 50], help="Concurrent clients (runs)."
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="Per endpoint.")
-    parser.add_argument("--max-requests", type=int, default=20_000, help="Per endpoint.")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes.")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="Per endpoint.")
+    parser.add_argument("--workers", type=int, default=2, help="Server worker processes.")
+    parser.add_argument(
+        "--shared-socket",
+        action="store_true",
+        help="Run uvicorn's own --workers (one shared socket) instead of web.serve.",
+    )
     parser.add_argument("--files", type=int, default=300, help="Real image files (thumbnails).")
     parser.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
+    parser.add_argument(
+        "--database",
+        help="Reuse a database seeded (and kept) by an earlier run instead of seeding one.",
+    )
+    parser.add_argument(
+        "--only", nargs="+", help="Only these endpoints (names as in the table, e.g. progress)."
+    )
     args = parser.parse_args()
 
     from annotator.db import migrate
-    from annotator.db.session import make_engine, session_scope
-    from annotator.services.users import add_user
 
-    db = f"annotator_bench_api_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    url = make_url(ADMIN_URL).set(database=db).render_as_string(hide_password=False)
+    name = "bench"
     media = ROOT / "out" / "bench-api-media"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    created = None
+    if args.database:
+        url = args.database
+    else:
+        created = f"annotator_bench_api_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{created}"'))
+        url = make_url(ADMIN_URL).set(database=created).render_as_string(hide_password=False)
     proc = None
     try:
-        migrate.upgrade(url)
-        t0 = time.perf_counter()
-        _export_bench().seed(url, "bench", args.annotations)  # type: ignore[attr-defined]
-        job, image_ids = seed_job_and_files(url, "bench", media, args.files)
-        engine = make_engine(url)
-        with session_scope(engine) as session:
-            token = add_user(session, "bench", "reviewer")
-            concepts = [
-                r[0]
-                for r in session.execute(
-                    text(
-                        "SELECT c.text FROM concepts c JOIN pairs p ON p.concept_id = c.id "
-                        "GROUP BY c.text ORDER BY count(*) DESC LIMIT 50"
-                    )
-                )
-            ]
-            pair_ids = {
-                c: [
-                    r[0]
-                    for r in session.execute(
-                        text(
-                            "SELECT p.id FROM pairs p JOIN concepts c ON c.id = p.concept_id "
-                            "WHERE c.text = :t ORDER BY p.id"
-                        ),
-                        {"t": c},
-                    )
-                ]
-                for c in concepts[:5]
-            }
-        engine.dispose()
-        print(
-            f"seeded {args.annotations:,} annotations, {len(image_ids):,} images, "
-            f"{len(image_ids) * len(STAGES):,} job items in {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
+        if created:
+            migrate.upgrade(url)
+            t0 = time.perf_counter()
+            _export_bench().seed(url, name, args.annotations)  # type: ignore[attr-defined]
+            seed_job_and_files(url, name, media, args.files)
+            print(f"seeded {args.annotations:,} annotations in {time.perf_counter() - t0:.0f} s")
+        job, image_ids, pair_ids, token = bench_inputs(url, name)
 
         port = 8765
-        base = f"http://127.0.0.1:{port}"
-        proc = start_server(url, media, port, args.workers)
+        proc = start_server(url, media, port, args.workers, shared_socket=args.shared_socket)
         rng = random.Random(0)
         with_files = image_ids[: args.files]
 
         def concept_page() -> str:
             c = rng.choice(list(pair_ids))
-            ids = pair_ids[c]
-            cursor = rng.choice(ids) + 1
-            return f"/api/v1/datasets/bench/browse?concept={c.replace(' ', '+')}&before={cursor}"
+            cursor = rng.choice(pair_ids[c]) + 1
+            return f"/api/v1/datasets/{name}/browse?concept={c.replace(' ', '+')}&before={cursor}"
 
         endpoints = {
             "progress": [f"/api/v1/jobs/{job}/progress"],
             "browse (concept)": [concept_page() for _ in range(2000)],
             "browse (images)": [
-                f"/api/v1/datasets/bench/browse?before={rng.choice(image_ids) + 1}"
+                f"/api/v1/datasets/{name}/browse?before={rng.choice(image_ids) + 1}"
                 for _ in range(2000)
             ],
             "browse page (HTML)": [
-                f"/browse/bench?concept={rng.choice(list(pair_ids)).replace(' ', '+')}"
+                f"/browse/{name}?concept={c.replace(' ', '+')}" for c in list(pair_ids)[:1]
             ],
             "image view": [f"/api/v1/images/{rng.choice(image_ids)}" for _ in range(2000)],
             "thumbnail": [f"/api/v1/images/{i}/thumbnail?size=256" for i in with_files],
         }
-        cookies_for_html = {"annotator_token": token}
+        if args.only:
+            endpoints = {k: v for k, v in endpoints.items() if k in args.only}
+        bearer = [f"Authorization: Bearer {token}"]
+        cookie = [f"Cookie: annotator_token={token}"]
         # Warm up: thumbnails made once, caches and connection pools filled.
-        with httpx.Client(
-            base_url=base,
-            headers={"Authorization": f"Bearer {token}"},
-            cookies=cookies_for_html,
-            timeout=60,
-        ) as warm:
-            for path in endpoints["thumbnail"] + endpoints["progress"]:
-                assert warm.get(path).status_code == 200, path
-        rows = []
-        for name, paths in endpoints.items():
-            lat, errors, wall = asyncio.run(
-                drive_with_cookie(
-                    base,
-                    token,
-                    paths,
-                    args.clients,
-                    args.seconds,
-                    args.max_requests,
-                    cookie=name.endswith("(HTML)"),
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as warm:
+            auth = {"Authorization": f"Bearer {token}"}
+            for path in [*endpoints.get("thumbnail", []), f"/api/v1/jobs/{job}/progress"]:
+                assert warm.get(path, headers=auth).status_code == 200, path
+        meter = CpuMeter(proc.pid, url)
+        for k in ("progress", "browse (images)"):
+            if k in endpoints:
+                drive(port, bearer, endpoints[k], max(args.clients), 2.0, 10**6, meter)
+        load = os.getloadavg()
+        for clients in args.clients:
+            rows = []
+            for endpoint, paths in endpoints.items():
+                headers = cookie if endpoint.endswith("(HTML)") else bearer
+                r = drive(port, headers, paths, clients, args.seconds, args.max_requests, meter)
+                lat = np.array(r["latencies_s"]) * 1000
+                n = len(lat)
+                rows.append(
+                    (
+                        endpoint,
+                        n,
+                        int(r["errors"]),  # type: ignore[call-overload]
+                        float(np.percentile(lat, 50)),
+                        float(np.percentile(lat, 99)),
+                        n / float(r["wall_s"]),  # type: ignore[arg-type]
+                        1000 * float(r["server_s"]) / n,  # type: ignore[arg-type]
+                        1000 * float(r["postgres_s"]) / n,  # type: ignore[arg-type]
+                        1000 * float(r["cpu_s"]) / n,  # type: ignore[arg-type]
+                        1000 * float(r["machine_s"]) / n,  # type: ignore[arg-type]
+                        100 * float(r["machine_busy"]),  # type: ignore[arg-type]
+                    )
                 )
+                print(f"  {clients} clients, {endpoint}: {n:,} requests", flush=True)
+            print()
+            print(
+                f"{args.annotations:,} annotations; {clients} concurrent client(s), closed loop, "
+                f"{args.seconds:.0f} s per endpoint; server workers: {args.workers}"
+                f"{' (uvicorn, one shared socket)' if args.shared_socket else ''}; "
+                f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+                f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
             )
-            lat_ms = np.array(lat) * 1000
-            rows.append(
-                (
-                    name,
-                    len(lat),
-                    errors,
-                    float(np.percentile(lat_ms, 50)),
-                    float(np.percentile(lat_ms, 99)),
-                    len(lat) / wall,
+            print()
+            print(
+                "| endpoint | requests | errors | p50 ms | p99 ms | requests/s "
+                "| CPU ms/request: server | postgres | load generator | machine | machine busy |"
+            )
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            for row in rows:
+                e, n, errors, p50, p99, rps, srv, pg, gen, mach, busy = row
+                print(
+                    f"| {e} | {n:,} | {errors} | {p50:.1f} | {p99:.1f} | {rps:,.0f} "
+                    f"| {srv:.2f} | {pg:.2f} | {gen:.3f} | {mach:.2f} | {busy:.0f}% |"
                 )
-            )
-            print(f"  {name}: {len(lat):,} requests", flush=True)
-        print()
-        print(
-            f"{args.annotations:,} annotations; {args.clients} concurrent clients, closed loop, "
-            f"{args.seconds:.0f} s per endpoint; uvicorn workers: {args.workers}; "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-        )
-        print()
-        print("| endpoint | requests | errors | p50 ms | p99 ms | requests/s |")
-        print("|---|---|---|---|---|---|")
-        for name, n, errors, p50, p99, rps in rows:
-            print(f"| {name} | {n:,} | {errors} | {p50:.1f} | {p99:.1f} | {rps:,.0f} |")
+            print()
+        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=20)
-        if not args.keep:
+        if created and not args.keep:
             with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        else:
-            print(f"kept database {url}")
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)'))
+        elif created:
+            print(f"kept database {url} (rerun with --database {url})")
         admin.dispose()
-
-
-async def drive_with_cookie(
-    base: str,
-    token: str,
-    paths: list[str],
-    clients: int,
-    seconds: float,
-    max_requests: int,
-    *,
-    cookie: bool,
-) -> tuple[list[float], int, float]:
-    if not cookie:
-        return await drive(base, token, paths, clients, seconds, max_requests)
-    latencies: list[float] = []
-    errors = 0
-    sent = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(
-        base_url=base, cookies={"annotator_token": token}, limits=limits, timeout=30
-    ) as c:
-        start = time.perf_counter()
-        stop = start + seconds
-
-        async def worker(seed: int) -> None:
-            nonlocal errors, sent
-            rng = random.Random(seed)
-            while time.perf_counter() < stop and sent < max_requests:
-                sent += 1
-                t0 = time.perf_counter()
-                response = await c.get(rng.choice(paths))
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
-                    errors += 1
-
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        wall = time.perf_counter() - start
-    return latencies, errors, wall
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ from annotator.errors import (
 )
 from annotator.integrations.label_studio import LabelStudioAPI
 from web import api
-from web.api.jobs import _ProgressCache
+from web.api.jobs import ProgressCache
 from web.background import BackgroundRunner
+from web.deps import Reader, TokenCache
 from web.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from web.routes import dashboard, images
 from web.routes import label_studio as label_studio_routes
@@ -122,7 +123,9 @@ def create_app(
     app.state.engine = engine
     app.state.label_studio = label_studio
     app.state.runner = runner
-    app.state.progress_cache = _ProgressCache()
+    app.state.progress_cache = ProgressCache()
+    app.state.token_cache = TokenCache()
+    app.state.reader = Reader(engine)
 
     @app.exception_handler(AnnotatorError)
     async def _annotator_error(_request: Request, exc: AnnotatorError) -> JSONResponse:
@@ -168,11 +171,13 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    # The pages first: a request is matched against the routes in order, and the pages are a
+    # handful of routes where the API has dozens (their paths do not overlap).
+    app.include_router(dashboard.router)
     app.include_router(api.public)
     app.include_router(api.router)
     app.include_router(images.router)
     app.include_router(label_studio_routes.router)
-    app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(

@@ -4,29 +4,29 @@ image with every pair, mask and proposal on it. Read-only.
 Pages are keyset pages, newest first: ``before`` is the smallest id of the previous page, so a
 page costs the same at the millionth row as at the first (an index range scan of ``limit``
 rows; see migration 0004 for the indexes).
+
+The pages and the image view are the web service's hottest reads, so they are plain SQL
+written once (:func:`~sqlalchemy.text`, portable between PostgreSQL and SQLite) and run on the
+session's connection: one statement per page, which names the dataset (and concept) itself, and
+no ORM objects. A statement built per call with the ORM cost several times the query itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import TextualSelect, case, column, func, select, text
 from sqlalchemy.orm import Session
 
 from annotator.db.models import (
-    Annotation,
     Concept,
-    Image,
     Pair,
     PairState,
-    Proposal,
-    Review,
-    Verification,
-    VerificationKind,
 )
-from annotator.db.repositories import chunks
+from annotator.errors import NotFoundError
 
 
 def _like(q: str) -> str:
@@ -66,15 +66,6 @@ def concept_id(session: Session, text: str) -> int | None:
     return session.scalar(select(Concept.id).where(Concept.text == text))
 
 
-def _live_masks(pair_id: Any) -> Any:
-    return (
-        select(func.count())
-        .where(Annotation.pair_id == pair_id, Annotation.superseded_at.is_(None))
-        .correlate_except(Annotation)
-        .scalar_subquery()
-    )
-
-
 @dataclass(frozen=True)
 class PairCard:
     pair_id: int
@@ -83,49 +74,73 @@ class PairCard:
     width: int | None
     height: int | None
     concept: str
-    state: PairState
+    state: str  # a PairState value
     is_exhaustive: bool | None
     masks: int
 
 
+def _sql(statement: str, *names: str) -> TextualSelect:
+    """A read statement written once. Naming its result columns lets SQLAlchemy cache how it
+    reads the rows (a bare ``text()`` matches them by name on every execution)."""
+    return text(statement).columns(*(column(n) for n in names))
+
+
+# Past every id: the first page.
+_NO_CURSOR = 2**63 - 1
+_UNDECIDED_SQL = "('proposed', 'verified', 'in_review')"
+
+
+@lru_cache(maxsize=4)
+def _pair_page_sql(by_concept: bool, by_state: bool) -> TextualSelect:
+    return _sql(
+        "SELECT p.id, p.image_id, i.file_name, i.width, i.height, c.text, p.state,"
+        " p.is_exhaustive,"
+        " (SELECT count(*) FROM annotations a"
+        "  WHERE a.pair_id = p.id AND a.superseded_at IS NULL)"
+        " FROM pairs p"
+        " JOIN images i ON i.id = p.image_id"
+        " JOIN concepts c ON c.id = p.concept_id"
+        " WHERE p.dataset_id = (SELECT d.id FROM datasets d WHERE d.name = :dataset)"
+        + (" AND p.concept_id = (SELECT k.id FROM concepts k WHERE k.text = :concept)"
+           if by_concept else "")
+        + (" AND p.state = :state" if by_state else "")
+        + " AND p.id < :before ORDER BY p.id DESC LIMIT :limit",
+        "id", "image_id", "file_name", "width", "height", "text", "state", "is_exhaustive",
+        "masks",
+    )  # fmt: skip
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)  # SQLite answers 0/1
+
+
 def pair_page(
     session: Session,
-    dataset_id: int,
+    dataset: str,
     *,
-    concept_id: int | None = None,
+    concept: str | None = None,
     state: PairState | None = None,
     before: int | None = None,
     limit: int = 48,
 ) -> list[PairCard]:
-    """Pairs of the dataset, newest first, ``limit`` of them with ids below ``before``."""
-    page = select(Pair.id).where(Pair.dataset_id == dataset_id)
-    if concept_id is not None:
-        page = page.where(Pair.concept_id == concept_id)
+    """Pairs of dataset ``dataset`` (a name), newest first, ``limit`` of them with ids below
+    ``before``; only those of concept ``concept`` (its exact, normalised text) and in ``state``
+    when given. Empty for an unknown dataset or concept (one query either way)."""
+    params: dict[str, Any] = {
+        "dataset": dataset,
+        "before": _NO_CURSOR if before is None else before,
+        "limit": limit,
+    }
+    if concept is not None:
+        params["concept"] = concept
     if state is not None:
-        page = page.where(Pair.state == state)
-    if before is not None:
-        page = page.where(Pair.id < before)
-    ids = page.order_by(Pair.id.desc()).limit(limit).subquery()
-    stmt = (
-        select(
-            Pair.id,
-            Pair.image_id,
-            Image.file_name,
-            Image.width,
-            Image.height,
-            Concept.text,
-            Pair.state,
-            Pair.is_exhaustive,
-            _live_masks(Pair.id),
-        )
-        .join(ids, ids.c.id == Pair.id)
-        .join(Image, Image.id == Pair.image_id)
-        .join(Concept, Concept.id == Pair.concept_id)
-        .order_by(Pair.id.desc())
+        params["state"] = state.value
+    rows = session.connection().execute(
+        _pair_page_sql(concept is not None, state is not None), params
     )
     return [
-        PairCard(pid, iid, f, w, h, t, PairState(s), e, int(n or 0))
-        for pid, iid, f, w, h, t, s, e, n in session.execute(stmt)
+        PairCard(pid, iid, f, w, h, t, str(s), _bool(e), int(n or 0))
+        for pid, iid, f, w, h, t, s, e, n in rows.all()
     ]
 
 
@@ -140,44 +155,29 @@ class ImageCard:
     negatives: int
 
 
+_IMAGE_PAGE = _sql(
+    "SELECT i.id, i.file_name, i.width, i.height, i.status,"
+    " (SELECT count(*) FROM pairs p WHERE p.image_id = i.id AND p.state = 'positive'),"
+    " (SELECT count(*) FROM pairs p WHERE p.image_id = i.id AND p.state = 'negative')"
+    " FROM images i"
+    " WHERE i.dataset_id = (SELECT d.id FROM datasets d WHERE d.name = :dataset)"
+    " AND i.id < :before ORDER BY i.id DESC LIMIT :limit",
+    *("id", "file_name", "width", "height", "status", "positives", "negatives"),
+)
+
+
 def image_page(
-    session: Session, dataset_id: int, *, before: int | None = None, limit: int = 48
+    session: Session, dataset: str, *, before: int | None = None, limit: int = 48
 ) -> list[ImageCard]:
-    """Images of the dataset, newest first, with their positive and negative pair counts."""
-    page = select(Image.id).where(Image.dataset_id == dataset_id)
-    if before is not None:
-        page = page.where(Image.id < before)
-    ids = page.order_by(Image.id.desc()).limit(limit).subquery()
-    rows = list(
-        session.execute(
-            select(Image.id, Image.file_name, Image.width, Image.height, Image.status)
-            .join(ids, ids.c.id == Image.id)
-            .order_by(Image.id.desc())
-        )
+    """Images of dataset ``dataset`` (a name), newest first, with their positive and negative
+    pair counts. Empty for an unknown dataset."""
+    rows = session.connection().execute(
+        _IMAGE_PAGE,
+        {"dataset": dataset, "before": _NO_CURSOR if before is None else before, "limit": limit},
     )
-    counts: dict[tuple[int, str], int] = {}
-    image_ids = [r[0] for r in rows]
-    if image_ids:
-        for iid, st, n in session.execute(
-            select(Pair.image_id, Pair.state, func.count())
-            .where(
-                Pair.image_id.in_(image_ids),
-                Pair.state.in_((PairState.POSITIVE, PairState.NEGATIVE)),
-            )
-            .group_by(Pair.image_id, Pair.state)
-        ):
-            counts[(iid, PairState(st).value)] = int(n)
     return [
-        ImageCard(
-            iid,
-            f,
-            w,
-            h,
-            str(getattr(st, "value", st)),
-            counts.get((iid, "positive"), 0),
-            counts.get((iid, "negative"), 0),
-        )
-        for iid, f, w, h, st in rows
+        ImageCard(iid, f, w, h, str(st), int(pos or 0), int(neg or 0))
+        for iid, f, w, h, st, pos, neg in rows.all()
     ]
 
 
@@ -213,87 +213,118 @@ class PairRow:
     job_id: int | None
 
 
-def image_pairs(session: Session, image_id: int) -> list[PairRow]:
-    rows = session.execute(
-        select(
-            Pair.id,
-            Concept.text,
-            Pair.origin,
-            Pair.state,
-            Pair.is_exhaustive,
-            Pair.is_pixel_exhaustive,
-            Pair.state_reason,
-            Pair.job_id,
-        )
-        .join(Concept, Concept.id == Pair.concept_id)
-        .where(Pair.image_id == image_id)
-        .order_by(Concept.text)
-    )
-    return [
-        PairRow(i, t, str(getattr(o, "value", o)), str(getattr(s, "value", s)), e, p, r, j)
-        for i, t, o, s, e, p, r, j in rows
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    dataset_id: int
+    file_name: str
+    width: int | None
+    height: int | None
+    status: str
+    error: str | None
+
+
+_IMAGE_PAIRS = _sql(
+    "SELECT i.id, i.dataset_id, i.file_name, i.width, i.height, i.status, i.error,"
+    " p.id, c.text, p.origin, p.state, p.is_exhaustive, p.is_pixel_exhaustive,"
+    " p.state_reason, p.job_id"
+    " FROM images i"
+    " LEFT JOIN pairs p ON p.image_id = i.id"
+    " LEFT JOIN concepts c ON c.id = p.concept_id"
+    " WHERE i.id = :image_id ORDER BY c.text",
+    *("id", "dataset_id", "file_name", "width", "height", "status", "error"),
+    *("pair_id", "concept", "origin", "state", "is_exhaustive", "is_pixel_exhaustive"),
+    *("state_reason", "job_id"),
+)
+
+
+def image_pairs(session: Session, image_id: int) -> tuple[ImageRow, list[PairRow]]:
+    """The image and every pair on it, by concept text, in one query.
+
+    Raises:
+        NotFoundError: no image ``image_id``.
+    """
+    rows = session.connection().execute(_IMAGE_PAIRS, {"image_id": image_id}).all()
+    if not rows:
+        raise NotFoundError(f"no image {image_id}")
+    first = rows[0]
+    image = ImageRow(first[0], first[1], first[2], first[3], first[4], str(first[5]), first[6])
+    pairs = [
+        PairRow(r[7], r[8], str(r[9]), str(r[10]), _bool(r[11]), _bool(r[12]), r[13], r[14])
+        for r in rows
+        if r[7] is not None
     ]
+    return image, pairs
+
+
+_IMAGE_ANNOTATIONS = _sql(
+    "SELECT a.id, a.pair_id, a.rle_counts, a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h, a.area,"
+    " a.score, a.source, a.model_version, r.reviewer"
+    " FROM annotations a"
+    " JOIN pairs p ON p.id = a.pair_id"
+    " LEFT JOIN reviews r ON r.id = a.review_id"
+    f" WHERE p.image_id = :image_id AND p.state NOT IN {_UNDECIDED_SQL}"
+    " AND a.superseded_at IS NULL"
+    " ORDER BY a.pair_id, a.score DESC, a.id LIMIT :limit",
+    *("id", "pair_id", "rle_counts", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area", "score"),
+    *("source", "model_version", "reviewer"),
+)
+_IMAGE_PROPOSALS = _sql(
+    "SELECT pr.id, pr.pair_id, pr.rle_counts, pr.bbox_x, pr.bbox_y, pr.bbox_w, pr.bbox_h,"
+    " pr.area, pr.score, pr.model_version,"
+    " (SELECT v.p_accept FROM verifications v"
+    "  WHERE v.proposal_id = pr.id AND v.kind = 'mv' ORDER BY v.id DESC LIMIT 1)"
+    " FROM proposals pr"
+    " JOIN pairs p ON p.id = pr.pair_id"
+    f" WHERE p.image_id = :image_id AND p.state IN {_UNDECIDED_SQL}"
+    " ORDER BY pr.pair_id, pr.rank, pr.id LIMIT :limit",
+    *("id", "pair_id", "rle_counts", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area", "score"),
+    *("model_version", "mv_p_accept"),
+)
 
 
 def image_masks(
-    session: Session, pair_ids: Sequence[int], *, proposals_for: Sequence[int], limit: int
+    session: Session,
+    image_id: int,
+    *,
+    annotations: bool = True,
+    proposals: bool = True,
+    limit: int,
 ) -> list[MaskRow]:
-    """Live annotations of ``pair_ids`` and proposals of ``proposals_for`` (pairs not decided
-    yet), at most ``limit`` in all (annotations first, best score first)."""
+    """The masks drawn on image ``image_id``: live annotations of its decided pairs, then the
+    proposals of its pairs not decided yet (proposed, verified, in review), at most ``limit``
+    in all (annotations first; by pair, then best score / rank first). ``annotations`` /
+    ``proposals``: False skips that query (no such pairs)."""
+    conn = session.connection()
     out: list[MaskRow] = []
-    for part in chunks(sorted(pair_ids), 1000):
-        for a, reviewer in session.execute(
-            select(Annotation, Review.reviewer)
-            .outerjoin(Review, Review.id == Annotation.review_id)
-            .where(Annotation.pair_id.in_(part), Annotation.superseded_at.is_(None))
-            .order_by(Annotation.pair_id, Annotation.score.desc(), Annotation.id)
-        ):
+    if annotations:
+        for aid, pid, counts, x, y, w, h, area, score, source, version, reviewer in conn.execute(
+            _IMAGE_ANNOTATIONS, {"image_id": image_id, "limit": limit}
+        ).all():
+            box = (x, y, w, h)
             out.append(
                 MaskRow(
                     "annotation",
-                    a.id,
-                    a.pair_id,
-                    a.rle_counts,
-                    (a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h),
-                    a.area,
-                    a.score,
-                    str(getattr(a.source, "value", a.source)),
-                    a.model_version,
+                    aid,
+                    pid,
+                    counts,
+                    box,
+                    area,
+                    score,
+                    str(source),
+                    version,
                     reviewer,
                     None,
                 )
             )
-            if len(out) >= limit:
-                return out
-    for part in chunks(sorted(proposals_for), 1000):
-        mv = {
-            pid: p
-            for pid, p in session.execute(
-                select(Verification.proposal_id, Verification.p_accept).where(
-                    Verification.pair_id.in_(part), Verification.kind == VerificationKind.MV
-                )
-            )
-        }
-        for p in session.scalars(
-            select(Proposal)
-            .where(Proposal.pair_id.in_(part))
-            .order_by(Proposal.pair_id, Proposal.rank)
-        ):
+    if proposals and len(out) < limit:
+        for rid, pid, counts, x, y, w, h, area, score, version, mv in conn.execute(
+            _IMAGE_PROPOSALS, {"image_id": image_id, "limit": limit - len(out)}
+        ).all():
+            box = (x, y, w, h)
             out.append(
                 MaskRow(
-                    "proposal",
-                    p.id,
-                    p.pair_id,
-                    p.rle_counts,
-                    (p.bbox_x, p.bbox_y, p.bbox_w, p.bbox_h),
-                    p.area,
-                    p.score,
-                    "proposal",
-                    p.model_version,
-                    None,
-                    mv.get(p.id),
+                    "proposal", rid, pid, counts, box, area, score, "proposal", version, None, mv
                 )
             )
-            if len(out) >= limit:
-                return out
     return out

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from annotator.db import browse as db
-from annotator.db import mining
 from annotator.db import repositories as repo
 from annotator.db.models import PairState
 from annotator.errors import InvalidInputError
@@ -39,23 +38,34 @@ def page(
 ) -> dict[str, Any]:
     """One page of the browser: pairs when a concept or state is asked for, else images.
 
-    ``next_before`` is the cursor of the next page (None on the last one).
+    ``next_before`` is the cursor of the next page (None on the last one). One query, and a
+    second only when the page is empty (to tell an unknown dataset, a 404, from no rows).
+
+    Raises:
+        NotFoundError: no dataset ``dataset``.
+        InvalidInputError: ``state`` is not a pair state.
     """
-    ds = repo.get_dataset(session, dataset)
     if concept or state:
-        concept_id = None
-        if concept:
-            concept_id = db.concept_id(session, concept.strip().lower())
-            if concept_id is None:
-                return {"kind": "pairs", "items": [], "next_before": None}
         try:
             wanted = PairState(state) if state else None
         except ValueError as exc:
+            # The errors in their old order: an unknown dataset, then an unknown concept (an
+            # empty page), then the state.
+            repo.get_dataset(session, dataset)
+            if concept and db.concept_id(session, concept.strip().lower()) is None:
+                return {"kind": "pairs", "items": [], "next_before": None}
             choices = ", ".join(s.value for s in PairState)
             raise InvalidInputError(f"unknown state {state!r}: use one of {choices}") from exc
         cards = db.pair_page(
-            session, ds.id, concept_id=concept_id, state=wanted, before=before, limit=limit
+            session,
+            dataset,
+            concept=concept.strip().lower() if concept else None,
+            state=wanted,
+            before=before,
+            limit=limit,
         )
+        if not cards:
+            repo.get_dataset(session, dataset)
         items: list[dict[str, Any]] = [
             {
                 "pair_id": c.pair_id,
@@ -64,7 +74,7 @@ def page(
                 "width": c.width,
                 "height": c.height,
                 "concept": c.concept,
-                "state": c.state.value,
+                "state": c.state,
                 "is_exhaustive": c.is_exhaustive,
                 "masks": c.masks,
             }
@@ -72,7 +82,9 @@ def page(
         ]
         last = cards[-1].pair_id if len(cards) == limit else None
         return {"kind": "pairs", "items": items, "next_before": last}
-    images = db.image_page(session, ds.id, before=before, limit=limit)
+    images = db.image_page(session, dataset, before=before, limit=limit)
+    if not images:
+        repo.get_dataset(session, dataset)
     return {
         "kind": "images",
         "items": [
@@ -93,12 +105,20 @@ def page(
 
 def image_view(session: Session, image_id: int) -> dict[str, Any]:
     """An image with every pair on it: ``positives`` (with masks: accepted annotations, or the
-    proposals of pairs not decided yet), ``negatives`` (verified absent) and the others."""
-    image = mining.get_image(session, image_id)
-    pairs = db.image_pairs(session, image_id)
-    decided = [p.pair_id for p in pairs if p.state not in UNDECIDED]
-    undecided = [p.pair_id for p in pairs if p.state in UNDECIDED]
-    rows = db.image_masks(session, decided, proposals_for=undecided, limit=MAX_MASKS)
+    proposals of pairs not decided yet), ``negatives`` (verified absent) and the others.
+    Two or three queries.
+
+    Raises:
+        NotFoundError: no image ``image_id``.
+    """
+    image, pairs = db.image_pairs(session, image_id)
+    rows = db.image_masks(
+        session,
+        image_id,
+        annotations=any(p.state not in UNDECIDED for p in pairs),
+        proposals=any(p.state in UNDECIDED for p in pairs),
+        limit=MAX_MASKS,
+    )
     by_pair: dict[int, list[dict[str, Any]]] = {}
     for m in rows:
         by_pair.setdefault(m.pair_id, []).append(
@@ -136,7 +156,7 @@ def image_view(session: Session, image_id: int) -> dict[str, Any]:
             "file_name": image.file_name,
             "width": image.width,
             "height": image.height,
-            "status": str(getattr(image.status, "value", image.status)),
+            "status": image.status,
             "error": image.error,
         },
         "pairs": out_pairs,

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from annotator.db import repositories as repo
 from annotator.services import browse, insights
 from annotator.services.versions import create_version, list_versions
-from web.api.schemas import BrowsePage, Concept, DatasetIn, DatasetOut, VersionIn, VersionOut
-from web.deps import EngineerDep, SessionDep
+from web.api.schemas import (
+    BrowsePage,
+    Concept,
+    DatasetIn,
+    DatasetOut,
+    VersionIn,
+    VersionOut,
+    json_response,
+)
+from web.deps import EngineerDep, ReaderDep, SessionDep
 
 router = APIRouter(tags=["datasets"])
 
@@ -67,9 +75,9 @@ def search_concepts(
     response_model=BrowsePage,
     summary="A page of the dataset browser (keyset, newest first)",
 )
-def browse_page(
+async def browse_page(
     name: DatasetName,
-    session: SessionDep,
+    reader: ReaderDep,
     concept: Annotated[
         str | None, Query(max_length=256, description="Pairs of this concept (exact phrase).")
     ] = None,
@@ -84,9 +92,10 @@ def browse_page(
         int | None, Query(ge=1, le=2**62, description="Cursor: `next_before` of the last page.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 48,
-) -> dict[str, Any]:
+) -> Response:
     """Without ``concept`` and ``state``: images; with either: image-concept pairs."""
-    return browse.page(session, name, concept=concept, state=state, before=before, limit=limit)
+    page = await reader(browse.page, name, concept=concept, state=state, before=before, limit=limit)
+    return json_response(page)
 
 
 @router.get("/datasets/{name}/growth", summary="Dataset growth over time")

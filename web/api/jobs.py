@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from annotator.db import mining
 from annotator.db.models import Dataset, Job, JobKind, JobStatus
+from annotator.db.session import without_parallel_workers
 from annotator.errors import InvalidInputError
 from annotator.pipeline.config import BackendSpec, MiningConfig
 from annotator.services import insights, jobs
@@ -21,13 +25,16 @@ from web.api.schemas import (
     ProgressOut,
     ResumeIn,
 )
-from web.deps import EngineerDep, RunnerDep, SessionDep, SettingsDep
+from web.deps import EngineerDep, ReaderDep, RunnerDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["jobs"])
 
 JobId = Annotated[int, Path(ge=1, le=2**62, description="Job id.")]
-# Progress is cached this long: many dashboards polling one job cost one query per interval.
+# Progress is cached this long: many dashboards polling one job cost one count of its items
+# per interval and process. Past it, the cached answer is served while one refresh runs, up to
+# PROGRESS_STALE_S.
 PROGRESS_TTL_S = 1.0
+PROGRESS_STALE_S = 10.0
 
 
 def job_out(job: Job, names: dict[int, str]) -> JobOut:
@@ -125,22 +132,68 @@ def get_job(job_id: JobId, session: SessionDep) -> JobOut:
     return job_out(job, _names(session, [job]))
 
 
-class _ProgressCache:
-    def __init__(self) -> None:
+class ProgressCache:
+    """Progress answers per job (as JSON), shared by the requests of one process.
+
+    An answer younger than :data:`PROGRESS_TTL_S` is served as it is. An older one is still
+    served while one refresh runs in the background (so no request waits for the count of a
+    large job's items), unless it is older than :data:`PROGRESS_STALE_S`: then the request
+    waits for the refresh. One refresh per job at a time: requests that need it share it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, ProgressOut]] = {}
+        self._entries: dict[int, tuple[float, bytes]] = {}
+        self._refreshing: dict[int, asyncio.Task[bytes]] = {}
 
-    def get(self, job_id: int) -> ProgressOut | None:
-        entry = self._entries.get(job_id)
-        if entry is not None and time.monotonic() - entry[0] < PROGRESS_TTL_S:
-            return entry[1]
-        return None
-
-    def put(self, job_id: int, value: ProgressOut) -> None:
+    def put(self, job_id: int, value: ProgressOut, *, at: float | None = None) -> bytes:
+        """Remember ``value`` as the answer of ``at`` (default: now), unless a newer one is
+        already remembered; its JSON."""
+        body = value.model_dump_json().encode()
+        at = self.clock() if at is None else at
         with self._lock:
             if len(self._entries) > 1000:
                 self._entries.clear()
-            self._entries[job_id] = (time.monotonic(), value)
+            known = self._entries.get(job_id)
+            if known is None or known[0] <= at:
+                self._entries[job_id] = (at, body)
+        return body
+
+    def _refresh(
+        self, job_id: int, compute: Callable[[], Awaitable[ProgressOut]]
+    ) -> asyncio.Task[bytes]:
+        task = self._refreshing.get(job_id)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            started = self.clock()
+
+            async def run() -> bytes:
+                try:
+                    return self.put(job_id, await compute(), at=started)
+                finally:
+                    if self._refreshing.get(job_id) is asyncio.current_task():
+                        del self._refreshing[job_id]
+
+            task = asyncio.get_running_loop().create_task(run())
+            # Nobody may await a background refresh: its error (say, the job is gone) is
+            # retrieved here; the next request that has to wait computes again and gets it.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._refreshing[job_id] = task
+        return task
+
+    async def get_or_compute(
+        self, job_id: int, compute: Callable[[], Awaitable[ProgressOut]]
+    ) -> bytes:
+        """The JSON of the job's progress (see the class doc); ``compute`` makes a fresh one."""
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            age = self.clock() - entry[0]
+            if age < PROGRESS_TTL_S:
+                return entry[1]
+            if age < PROGRESS_STALE_S:
+                self._refresh(job_id, compute)
+                return entry[1]
+        return await asyncio.shield(self._refresh(job_id, compute))
 
 
 def progress_out(p: jobs.JobProgress) -> ProgressOut:
@@ -174,18 +227,21 @@ def progress_out(p: jobs.JobProgress) -> ProgressOut:
     response_model=ProgressOut,
     summary="Progress per stage, rate and ETA (mining jobs)",
 )
-def progress(job_id: JobId, request: Request, session: SessionDep) -> ProgressOut:
-    """At most one second old."""
-    cache: _ProgressCache = request.app.state.progress_cache
-    hit = cache.get(job_id)
-    if hit is not None:
-        return hit
+async def progress(job_id: JobId, request: Request, reader: ReaderDep) -> Response:
+    """About a second old at most: answers are cached for a second per server process, and a
+    request that finds an older one gets it while a refresh (one count of the job's items)
+    runs."""
+    cache: ProgressCache = request.app.state.progress_cache
+    body = await cache.get_or_compute(job_id, lambda: reader.in_transaction(_progress, job_id))
+    return Response(body, media_type="application/json")
+
+
+def _progress(session: Session, job_id: int) -> ProgressOut:
+    without_parallel_workers(session)  # a refresh nobody waits for: the cheaper plan in CPU
     job = mining.get_job(session, job_id)
     if job.kind != JobKind.MINE:
         raise InvalidInputError(f"job {job_id} is a {job.kind.value} job: progress is for mining")
-    value = progress_out(jobs.job_progress(session, job_id))
-    cache.put(job_id, value)
-    return value
+    return progress_out(jobs.job_progress(session, job_id))
 
 
 @router.get(

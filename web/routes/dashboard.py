@@ -7,6 +7,7 @@ pages' scripts call the JSON API with that cookie (and the CSRF header on change
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -15,13 +16,21 @@ import plotly  # type: ignore[import-untyped]
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2.filters import do_urlencode
 
 from annotator.db import repositories as repo
 from annotator.db.models import PairState, UserRole
 from annotator.errors import AnnotatorError
 from annotator.services import browse
 from annotator.services.users import Principal, authenticate
-from web.deps import COOKIE, SessionDep, SettingsDep
+from web.deps import (
+    COOKIE,
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+    cached_principal,
+    principal_of,
+)
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
@@ -30,11 +39,26 @@ PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.mi
 PLOTLY_URL = f"/vendor/plotly-{plotly.__version__}.min.js"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 templates.env.globals["plotly_url"] = PLOTLY_URL
+_urlencode_text = lru_cache(maxsize=4096)(do_urlencode)
+
+
+def _urlencode(value: Any) -> str:
+    """Jinja's ``urlencode``, remembered for strings: a browser page encodes each tile's
+    concept, mostly the same few."""
+    return _urlencode_text(value) if isinstance(value, str) else do_urlencode(value)
+
+
+templates.env.filters["urlencode"] = _urlencode
 
 
 def _user(request: Request, session: SessionDep) -> Principal | None:
     token = request.cookies.get(COOKIE)
-    return authenticate(session, token) if token else None
+    return cached_principal(request, token, session) if token else None
+
+
+async def _cookie_user(request: Request) -> Principal | None:
+    token = request.cookies.get(COOKIE)
+    return await principal_of(request, token) if token else None
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -154,21 +178,21 @@ def browse_index(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/browse/{dataset}", response_class=HTMLResponse, response_model=None)
-def browse_dataset(
+async def browse_dataset(
     request: Request,
-    session: SessionDep,
+    reader: ReaderDep,
     dataset: str,
     concept: Annotated[str | None, Query(max_length=256)] = None,
     state: Annotated[str | None, Query(max_length=32)] = None,
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> Response:
-    user = _user(request, session)
+    user = await _cookie_user(request)
     if user is None:
         return _to_login(request)
     error = None
     try:
-        page = browse.page(
-            session, dataset, concept=concept or None, state=state or None, before=before
+        page = await reader(
+            browse.page, dataset, concept=concept or None, state=state or None, before=before
         )
     except AnnotatorError as exc:
         if before is None and not concept and not state:
