@@ -70,6 +70,22 @@ class Verdict:
     p_accept: float
 
 
+class NothingToLoad:
+    """Lifecycle of a backend that holds no model (rules, stored scores): entering and leaving
+    it do nothing."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
 class LazyModelBackend:
     """Shared lifecycle of backends that load a checkpoint from ``self.source``.
 

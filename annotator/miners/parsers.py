@@ -17,10 +17,9 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from annotator.backends import LazyModelBackend
+from annotator.backends import LazyModelBackend, NothingToLoad
 from annotator.concepts import clean_concepts
 from annotator.config import get_settings
 from annotator.miners import lexicon as lx
@@ -264,7 +263,7 @@ def chunk_noun_phrases(text: str) -> list[str]:
     return phrases
 
 
-class OfflineParser:
+class OfflineParser(NothingToLoad):
     """Rule-based noun-phrase parser; needs no model (``"offline"``, the default).
 
     Args:
@@ -280,17 +279,6 @@ class OfflineParser:
     def model_version(self) -> str:
         """``"offline-np-chunker@<version>"``: bump the version when the rules change."""
         return "offline-np-chunker@1"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def parse(self, captions: Sequence[str]) -> list[list[str]]:
         """Cleaned, de-duplicated, groundable noun phrases per caption (same order)."""

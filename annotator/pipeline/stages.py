@@ -34,7 +34,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from threading import Lock
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from annotator import masks as mask_ops
 from annotator import media
-from annotator.backends import MaskQuery, PairQuery, PhraseProposals
+from annotator.backends import Captioner, ConceptParser, MaskQuery, PairQuery, PhraseProposals
 from annotator.concepts import clean_concepts, head_index
 from annotator.db import mining
 from annotator.db import repositories as repo
@@ -208,6 +208,38 @@ _PROPAGATE: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+# What _attempt returns for an image that failed (its reason is in the results).
+_FAILED: Any = object()
+
+
+def _attempt(
+    results: dict[int, ItemResult],
+    image_id: int,
+    single: bool,
+    work: Callable[_P, _T],
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """Run ``work(*args, **kwargs)``, one image's part of a batch. A bad image
+    (``BadItemError``) is recorded in ``results``; any other failure too (a failed attempt:
+    nothing of this image is written), except in a batch of one, where it propagates as is.
+    Errors no image is to blame for (``_PROPAGATE``) always propagate. Returns ``_FAILED``
+    when the image failed."""
+    try:
+        return work(*args, **kwargs)
+    except BadItemError as exc:
+        results[image_id] = exc
+    except _PROPAGATE:
+        raise
+    except Exception as exc:
+        if single:
+            raise
+        results[image_id] = exc
+    return cast("_T", _FAILED)
+
+
 def _single(batch: Callable[[list[_Item]], dict[int, ItemResult]], item: _Item) -> JobItemStatus:
     result = batch([item])[item.image.id]
     if isinstance(result, Exception):
@@ -299,17 +331,8 @@ def _caption_batch(items: list[_Item]) -> dict[int, ItemResult]:
         results[image.id] = JobItemStatus.DONE
         if existing[image.id]:
             continue
-        try:
-            text = captioner.caption([_load(image)])[0]
-        except BadItemError as exc:
-            results[image.id] = exc
-            continue
-        except _PROPAGATE:
-            raise
-        except Exception as exc:  # a failed attempt: nothing of this image is written
-            if len(items) == 1:
-                raise
-            results[image.id] = exc
+        text = _attempt(results, image.id, len(items) == 1, _caption_image, captioner, image)
+        if text is _FAILED:
             continue
         rows.append({"image_id": image.id, "text": text, "model_version": version})
     mining.add_captions(first.session, rows)
@@ -320,7 +343,24 @@ def _caption(item: _Item) -> JobItemStatus:
     return _single(_caption_batch, item)
 
 
+def _caption_image(captioner: Captioner, image: Image) -> str:
+    return captioner.caption([_load(image)])[0]
+
+
 # ----------------------------------------------------------------------------------------- parse
+
+
+def _image_concepts(
+    parser: ConceptParser, sources: list[tuple[str, PairOrigin]], max_concepts: int
+) -> tuple[list[str], dict[str, PairOrigin]]:
+    """An image's cleaned concepts (at most ``max_concepts``) and where each came from."""
+    origins: dict[str, PairOrigin] = {}
+    if sources:
+        parsed = parser.parse([text for text, _ in sources])
+        for phrases, (_, origin) in zip(parsed, sources, strict=True):
+            for phrase in clean_concepts(phrases):
+                origins.setdefault(phrase, origin)  # alt-text (a person wrote it) wins
+    return clean_concepts(origins, max_concepts), origins
 
 
 def _parse_batch(items: list[_Item]) -> dict[int, ItemResult]:
@@ -340,21 +380,13 @@ def _parse_batch(items: list[_Item]) -> dict[int, ItemResult]:
         if image.alt_text and image.alt_text.strip():
             sources.append((image.alt_text, PairOrigin.ALT_TEXT))
         sources += [(c, PairOrigin.CAPTION) for c in captions.get(image.id, [])]
-        origins: dict[str, PairOrigin] = {}
-        try:
-            if sources:
-                parsed = item.backends.parser.parse([text for text, _ in sources])
-                for phrases, (_, origin) in zip(parsed, sources, strict=True):
-                    for phrase in clean_concepts(phrases):
-                        origins.setdefault(phrase, origin)  # alt-text (a person wrote it) wins
-            kept = clean_concepts(origins, config.max_concepts)
-        except _PROPAGATE:
-            raise
-        except Exception as exc:  # a failed attempt: nothing of this image is written
-            if len(items) == 1:
-                raise
-            results[image.id] = exc
+        done = _attempt(
+            results, image.id, len(items) == 1,
+            _image_concepts, item.backends.parser, sources, config.max_concepts,
+        )  # fmt: skip
+        if done is _FAILED:
             continue
+        kept, origins = done
         found.append((image, kept, origins))
         results[image.id] = JobItemStatus.DONE
     ids = repo.ensure_concepts(session, [p for _, kept, _ in found for p in kept])
@@ -461,17 +493,10 @@ def _propose_batch(items: list[_Item]) -> dict[int, ItemResult]:
     proposed: list[dict[str, object]] = []
     for item in items:
         image = item.image
-        try:
-            work = _propose_image(item, pairs_of[image.id])
-        except BadItemError as exc:
-            results[image.id] = exc
-            continue
-        except _PROPAGATE:
-            raise
-        except Exception as exc:  # a failed attempt: nothing of this image is written
-            if len(items) == 1:
-                raise
-            results[image.id] = exc
+        work = _attempt(
+            results, image.id, len(items) == 1, _propose_image, item, pairs_of[image.id]
+        )
+        if work is _FAILED:
             continue
         results[image.id] = JobItemStatus.DONE
         if work is None:
@@ -537,20 +562,12 @@ def _verify_batch(items: list[_Item]) -> dict[int, ItemResult]:
         if not pairs:
             results[image.id] = JobItemStatus.DONE
             continue
-        try:
-            image_rows, image_verified = _verify_image(item, pairs, proposals)
-        except BadItemError as exc:
-            results[image.id] = exc
+        # A failed attempt (CUDA out of memory, a bug): this image's rows are not written, the
+        # others' are.
+        done = _attempt(results, image.id, len(items) == 1, _verify_image, item, pairs, proposals)
+        if done is _FAILED:
             continue
-        except _PROPAGATE:
-            raise
-        except Exception as exc:
-            # A failed attempt (CUDA out of memory, a bug): this image's rows are not written,
-            # the others' are.
-            if len(items) == 1:
-                raise
-            results[image.id] = exc
-            continue
+        image_rows, image_verified = done
         rows_out += image_rows
         verified += image_verified
         results[image.id] = JobItemStatus.DONE
@@ -663,15 +680,11 @@ def _route_batch(items: list[_Item]) -> dict[int, ItemResult]:
     to_review: list[int] = []
     results: dict[int, ItemResult] = {}
     for item in items:
-        try:
-            pairs = pairs_of[item.image.id]
-            decided = [_route_pair(item, pair, proposals[pair.id], mv, ev) for pair in pairs]
-        except _PROPAGATE:
-            raise
-        except Exception as exc:
-            if len(items) == 1:
-                raise
-            results[item.image.id] = exc
+        decided = _attempt(
+            results, item.image.id, len(items) == 1,
+            _route_image, item, pairs_of[item.image.id], proposals, mv, ev,
+        )  # fmt: skip
+        if decided is _FAILED:
             continue
         for pair_row, review, accepted in decided:
             pair_rows.append(pair_row)
@@ -682,6 +695,16 @@ def _route_batch(items: list[_Item]) -> dict[int, ItemResult]:
     mining.add_review_tasks(session, to_review)
     mining.set_pair_states(session, pair_rows)
     return results
+
+
+def _route_image(
+    item: _Item,
+    pairs: list[mining.PairRow],
+    proposals: dict[int, list[mining.ProposalRow]],
+    mv: dict[int, tuple[str, float]],
+    ev: dict[int, tuple[str, float]],
+) -> list[tuple[dict[str, object], list[int], list[dict[str, object]]]]:
+    return [_route_pair(item, pair, proposals[pair.id], mv, ev) for pair in pairs]
 
 
 def _route_pair(

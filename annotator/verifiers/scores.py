@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
-from annotator.backends import MaskQuery, PairQuery, Verdict
+from annotator.backends import MaskQuery, NothingToLoad, PairQuery, Verdict
 from annotator.errors import InvalidInputError
 from annotator.verifiers.calibrated import FeaturedMaskQuery
 
@@ -48,7 +46,7 @@ class FeaturedPairQuery(PairQuery):
     score_floor: float = 0.5
 
 
-class ScoreVerifier:
+class ScoreVerifier(NothingToLoad):
     """MV and EV from the proposer's scores (see the module docstring). No model to load."""
 
     name = "scores"
@@ -60,17 +58,6 @@ class ScoreVerifier:
     @property
     def model_version(self) -> str:
         return "proposer-scores@1"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def verify_masks(self, queries: Sequence[MaskQuery]) -> list[Verdict]:
         verdicts = []

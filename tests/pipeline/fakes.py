@@ -7,10 +7,9 @@ negative or in review and check the whole route there. The proposer stays the ti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from annotator.backends import MaskQuery, PairQuery, Verdict
+from annotator.backends import MaskQuery, NothingToLoad, PairQuery, Verdict
 
 # phrase -> MV p_accept per mask rank (last value repeats); EV p_accept per phrase.
 MV_SCRIPT: dict[str, list[float]] = {}
@@ -22,7 +21,7 @@ CALLS: dict[str, int] = {"mv": 0, "ev": 0}
 FAILURES: dict[str, int] = {"verify": 0}
 
 
-class ScriptedVerifier:
+class ScriptedVerifier(NothingToLoad):
     """MV and EV verdicts looked up in MV_SCRIPT / EV_SCRIPT (``model`` is ignored)."""
 
     def __init__(self, model: str | None = None, *, device: str | None = None, **_: Any) -> None:
@@ -31,17 +30,6 @@ class ScriptedVerifier:
     @property
     def model_version(self) -> str:
         return f"scripted-verifier@{self.model}"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def verify_masks(self, queries: Sequence[MaskQuery]) -> list[Verdict]:
         if FAILURES["verify"] > 0:
