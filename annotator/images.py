@@ -81,8 +81,10 @@ def load_image(source: ImageSource) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(handle) as opened:
                 opened.load()
+                # A new image, detached from the file (a copy when nothing is to be turned):
+                # no second copy of the pixels is needed.
                 upright = ImageOps.exif_transpose(opened)
-                return ensure_rgb(upright if upright is not None else opened).copy()
+                return ensure_rgb(upright)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"cannot decode image {name}: not an image format Pillow recognises "

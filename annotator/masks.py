@@ -19,6 +19,7 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import numpy as np
@@ -28,6 +29,7 @@ from pycocotools import mask as mask_utils
 __all__ = [
     "RLE",
     "MaskFormatError",
+    "MaskRuns",
     "area",
     "areas",
     "bbox",
@@ -38,6 +40,7 @@ __all__ = [
     "decode_region",
     "encode",
     "encode_many",
+    "foreground_runs",
     "from_brush",
     "from_polygons",
     "from_segmentation",
@@ -244,6 +247,151 @@ def _region(
     edges = np.bincount(first, minlength=n + 1) - np.bincount(last, minlength=n + 1)
     columns = np.cumsum(edges[:n]) > 0
     return np.ascontiguousarray(columns.reshape(x1 - x0, height)[:, y0:y1].T)
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """The foreground runs of several masks of one size, read from their RLEs without decoding.
+
+    A run is a column-major pixel index range ``[starts[r], stops[r])`` (pixel ``(x, y)`` is
+    index ``x * height + y``); mask ``k``'s runs are ``offsets[k]:offsets[k + 1]``, in order,
+    non-empty and not touching (empty masks have none). ``boxes[k]`` is mask ``k``'s tight
+    ``(x0, y0, x1, y1)`` box (exclusive ends; all zeros when empty), the box of :func:`bbox`.
+    """
+
+    height: int
+    width: int
+    starts: npt.NDArray[np.int64]
+    stops: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]  # (N + 1,)
+    boxes: npt.NDArray[np.int64]  # (N, 4)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def region(self, k: int, box: tuple[int, int, int, int] | None = None) -> BoolArray:
+        """Mask ``k`` decoded inside ``box`` (default: its own box): :func:`decode_region`."""
+        x0, y0, x1, y1 = (int(v) for v in (self.boxes[k] if box is None else box))
+        lo, hi = self.offsets[k], self.offsets[k + 1]
+        return _region(self.starts[lo:hi], self.stops[lo:hi], self.height, (x0, y0, x1, y1))
+
+
+def _segment_cumsum(values: npt.NDArray[np.int64], first: npt.NDArray[np.int64]) -> np.ndarray:
+    """Cumulative sums of ``values`` restarting at each index in ``first`` (sorted, from 0)."""
+    total = np.cumsum(values)
+    lengths = np.diff(np.append(first, values.size))
+    before = total[first] - values[first]
+    return total - np.repeat(before, lengths)
+
+
+_POW32 = np.left_shift(np.int64(1), 5 * np.arange(13, dtype=np.int64))
+
+
+def _parse_counts_many(
+    counts: Sequence[str | bytes],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`_parse_counts` of several strings in one vectorised pass: the run lengths of all,
+    concatenated, and the offsets of each string's (``(N + 1,)``)."""
+    raws: list[bytes] = []
+    for value in counts:
+        if isinstance(value, str):
+            try:
+                raws.append(value.encode("ascii"))
+            except UnicodeEncodeError:
+                raise MaskFormatError("RLE counts string contains non-ASCII characters") from None
+        else:
+            raws.append(bytes(value))
+    char_ends = np.cumsum([len(r) for r in raws], dtype=np.int64)
+    # Characters as 6-bit groups (uint8 arithmetic: wraps below '0', caught by the range check).
+    c = np.frombuffer(b"".join(raws), dtype=np.uint8) - np.uint8(48)
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(len(raws) + 1, dtype=np.int64)
+    if (c > 63).any():
+        raise MaskFormatError("RLE counts string has characters outside '0'..'o'")
+    terminal = c < 32  # bit 0x20 clear: the value's last group
+    lasts = char_ends[np.diff(char_ends, prepend=0) > 0] - 1
+    if not terminal[lasts].all():
+        raise MaskFormatError("RLE counts string is truncated (last value is unterminated)")
+    ends = np.flatnonzero(terminal)
+    lengths = np.diff(ends, prepend=-1)
+    if lengths.max() > 12:
+        raise MaskFormatError("RLE counts string has an impossibly long value")
+    # Each value is its 5-bit groups, least significant first: the last group's sign bit and
+    # shifted value, then the earlier groups of the values that have them.
+    last = c[ends].astype(np.int64)
+    x = ((last & 0x0F) - (last & 0x10)) * _POW32[lengths - 1]
+    longer = np.flatnonzero(lengths > 1)
+    for i in range(1, int(lengths.max())):
+        longer = longer[lengths[longer] > i]
+        x[longer] += (c[ends[longer] - i] & 0x1F).astype(np.int64) * _POW32[lengths[longer] - 1 - i]
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    offsets[1:] = np.searchsorted(ends, char_ends)
+    # From the 4th value of a string on, each is a delta against the value two before it: a
+    # cumulative sum along every other value, restarting per string (the first value is not
+    # part of the even chain).
+    j = np.arange(x.size) - np.repeat(offsets[:-1], np.diff(offsets))
+    chained = np.where(j == 0, 0, x)
+    stride2 = np.zeros(x.size + 2, dtype=np.int64)
+    stride2[2::2] = np.cumsum(chained[0::2])
+    stride2[3::2] = np.cumsum(chained[1::2])
+    cnts = stride2[2:] - stride2[np.repeat(offsets[:-1], np.diff(offsets)) + (j & 1)]
+    cnts[j == 0] = x[j == 0]
+    return cnts, offsets
+
+
+def foreground_runs(rles: Sequence[RLE]) -> MaskRuns:
+    """The foreground runs and boxes of RLEs of one size (:class:`MaskRuns`), parsed from their
+    counts strings in one vectorised pass and validated as :func:`to_uncompressed` does.
+
+    Raises ``ValueError`` for an empty sequence or mixed sizes, :class:`MaskFormatError` for
+    malformed counts.
+    """
+    if len(rles) == 0:
+        raise ValueError("foreground_runs needs at least one RLE (the mask size is unknown)")
+    _check_same_size(rles, "foreground_runs")
+    height, width = _size(rles[0])
+    cnts, offsets = _parse_counts_many([r["counts"] for r in rles])
+    n = len(rles)
+    per_mask = np.diff(offsets)
+    if (cnts < 0).any():
+        raise MaskFormatError("RLE counts contain negative run lengths")
+    mask_of = np.repeat(np.arange(n), per_mask)
+    totals = np.bincount(mask_of, weights=cnts, minlength=n)
+    if (totals != height * width).any():
+        bad = int(np.flatnonzero(totals != height * width)[0])
+        raise MaskFormatError(
+            f"RLE {bad}: run lengths sum to {int(totals[bad])}, expected height x width = "
+            f"{height} x {width} = {height * width}"
+        )
+    ends = _segment_cumsum(cnts, offsets[:-1][per_mask > 0])
+    j = np.arange(cnts.size) - np.repeat(offsets[:-1], per_mask)
+    # Runs alternate background / foreground, the first is background; empty ones are dropped.
+    keep = ((j & 1) == 1) & (cnts > 0)
+    stops = ends[keep]
+    starts = stops - cnts[keep]
+    owner = mask_of[keep]
+    # Runs separated by an empty background run touch: one run.
+    joined = np.ones(starts.size, dtype=bool)
+    joined[1:] = (starts[1:] != stops[:-1]) | (owner[1:] != owner[:-1])
+    if not joined.all():
+        heads = np.flatnonzero(joined)
+        stops = stops[np.append(heads[1:] - 1, starts.size - 1)]
+        starts, owner = starts[heads], owner[heads]
+    run_offsets = np.zeros(n + 1, dtype=np.int64)
+    run_offsets[1:] = np.cumsum(np.bincount(owner, minlength=n))
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    filled = np.flatnonzero(np.diff(run_offsets) > 0)
+    if filled.size:
+        first, last = run_offsets[:-1][filled], run_offsets[1:][filled] - 1
+        column, row = np.divmod(starts, height)
+        end_column, end_row = np.divmod(stops - 1, height)
+        # A run that goes on in the next column covers the bottom and the top row.
+        wraps = np.maximum.reduceat((end_column > column).astype(np.int8), first) > 0
+        boxes[filled, 0] = column[first]
+        boxes[filled, 2] = end_column[last] + 1
+        boxes[filled, 1] = np.where(wraps, 0, np.minimum.reduceat(row, first))
+        boxes[filled, 3] = np.where(wraps, height, np.maximum.reduceat(end_row, first) + 1)
+    return MaskRuns(height, width, starts, stops, run_offsets, boxes)
 
 
 def area(rle: RLE) -> int:

@@ -11,20 +11,29 @@ of each prompt are taken from one processor call and reused, and the pixels of m
 made in one batched pass. It gives exactly the processor's tensors (checked against the
 processor for every new prompt; on any difference it turns itself off and the processor is
 used), without the processor's per-question cost (tokenising the same prompt again, per-image
-Python in the image processor).
+Python in the image processor). Images may be PIL images or ``(H, W, 3)`` uint8 arrays (the
+verifier's renderings, made in numpy). A photo the processor resizes is resized once per image
+object by the processor's own resize step and kept (:func:`_processor_resize`): the caption and
+the EV questions of an image share it, and EV draws its boxes on it
+(:meth:`VlmRuntime.model_sized`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from PIL.Image import Image
+
+    # An RGB image: PIL, or an ``(H, W, 3)`` uint8 array (renderings made in numpy).
+    Picture: TypeAlias = Image | np.ndarray
 
 __all__ = ["FastInputs", "VlmRuntime", "user_message"]
 
@@ -34,6 +43,31 @@ log = logging.getLogger(__name__)
 _FAST_KEYS = frozenset({"input_ids", "attention_mask", "pixel_values"})
 # Prompts whose token ids are kept (MV asks one prompt per phrase).
 _IDS_CACHE_SIZE = 4096
+# Images resized by an image processor's resize step, kept per image object: the caption and
+# the EV questions of an image (on one worker, back to back) resize it once. A few batches'
+# worth (~0.5 MB each at 336 x 448).
+_RESIZED_CACHE_SIZE = 32
+_resized: OrderedDict[tuple[Any, ...], tuple[Image, np.ndarray]] = OrderedDict()
+_resized_lock = threading.Lock()
+
+
+def _hw(image: Picture) -> tuple[int, int]:
+    """``(height, width)`` of a PIL image or an ``(H, W, 3)`` array."""
+    import numpy as np
+
+    if isinstance(image, np.ndarray):
+        return int(image.shape[0]), int(image.shape[1])
+    width, height = image.size
+    return int(height), int(width)
+
+
+def _as_pil(image: Picture) -> Image:
+    """A PIL image for the processor (arrays are RGB ``uint8``: made into images as such,
+    so no processor has to guess their channel axis)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(image, "RGB") if isinstance(image, np.ndarray) else image
 
 
 def user_message(text: str, with_image: bool = True) -> list[dict[str, Any]]:
@@ -102,13 +136,36 @@ class VlmRuntime:
             return None
         return {k: int(v) for k, v in items if isinstance(v, int | float) and v}
 
-    def _already_sized(self, images: Sequence[Image]) -> bool:
+    def _already_sized(self, images: Sequence[Picture]) -> bool:
         """Whether the processor's resize would leave every image as it is (a ``shortest_edge``
         processor and images whose short side is that edge): then it is not run at all."""
         size = self.image_size()
         if not size or set(size) != {"shortest_edge"}:
             return False
-        return all(min(image.size) == size["shortest_edge"] for image in images)
+        return all(min(_hw(image)) == size["shortest_edge"] for image in images)
+
+    def model_sized(self, image: Image) -> Image | None:
+        """``image`` as the processor's resize step makes it (its own resize, with its size and
+        resampling: the pixels it would go on with), for drawing on at the model's resolution;
+        ``None`` for processors whose resize is not one step of that kind (tiles, patches,
+        padding), or that do not resize. Kept per image object (see :data:`_resized`)."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None or not _plain_pil_processor(image_processor):
+            return None
+        if not getattr(image_processor, "do_resize", False) or getattr(
+            image_processor, "do_pad", False
+        ):
+            return None
+        resized = _processor_resize(
+            image_processor, image, image_processor.size, image_processor.resample
+        )
+        if resized is None:
+            return None
+        if resized.shape[:2] == _hw(image):
+            return image
+        from PIL import Image as PILImage
+
+        return PILImage.fromarray(resized, "RGB")
 
     def chat_text(self, prompt: str) -> str:
         """The chat-templated text of a one-image prompt (cached: MV asks one prompt per phrase
@@ -124,7 +181,7 @@ class VlmRuntime:
             cache[prompt] = text
         return text
 
-    def encode(self, images: Sequence[Image], prompts: Sequence[str]) -> Any:
+    def encode(self, images: Sequence[Picture], prompts: Sequence[str]) -> Any:
         """Batch of chat prompts (one image each), left-padded, on the model's device.
 
         ``pixel_values`` are cast to the model dtype; ``input_ids`` stay ``int64``. The same
@@ -141,17 +198,17 @@ class VlmRuntime:
             batch = self._processor_encode(images, texts, extra)
         return self._to_device(batch)
 
-    def encode_with_processor(self, images: Sequence[Image], prompts: Sequence[str]) -> Any:
+    def encode_with_processor(self, images: Sequence[Picture], prompts: Sequence[str]) -> Any:
         """:meth:`encode` through the HF processor alone (the reference the fast path equals)."""
         texts = [self.chat_text(p) for p in prompts]
         extra = {"do_resize": False} if self._already_sized(images) else {}
         return self._to_device(self._processor_encode(images, texts, extra))
 
     def _processor_encode(
-        self, images: Sequence[Image], texts: Sequence[str], extra: Mapping[str, Any]
+        self, images: Sequence[Picture], texts: Sequence[str], extra: Mapping[str, Any]
     ) -> Any:
         return self.processor(
-            images=[[image] for image in images],
+            images=[[_as_pil(image)] for image in images],
             text=list(texts),
             padding=True,
             padding_side="left",
@@ -187,7 +244,7 @@ class VlmRuntime:
             t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         ]
 
-    def next_token_logits(self, images: Sequence[Image], prompts: Sequence[str]) -> torch.Tensor:
+    def next_token_logits(self, images: Sequence[Picture], prompts: Sequence[str]) -> torch.Tensor:
         """Logits of the first answer token, ``(B, vocab)`` float32 (one forward, no sampling)."""
         return self.batch_logits(self.encode(images, prompts))
 
@@ -201,7 +258,7 @@ class VlmRuntime:
         return logits[:, -1, :].float()
 
     def encode_chunks(
-        self, images: Sequence[Image], prompts: Sequence[str], size: int
+        self, images: Sequence[Picture], prompts: Sequence[str], size: int
     ) -> list[Any]:
         """:meth:`encode` of ``images[i:i + size]`` for each chunk, the same tensors; when every
         prompt is the same (MV asks one per phrase, for all its masks) the processor runs once
@@ -250,13 +307,14 @@ class FastInputs:
     def __init__(self, processor: Any) -> None:
         self.processor = processor
         self.enabled = True
-        self._ids: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+        self._ids: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
     def encode(
-        self, images: Sequence[Image], texts: Sequence[str], extra: Mapping[str, Any]
+        self, images: Sequence[Picture], texts: Sequence[str], extra: Mapping[str, Any]
     ) -> Any | None:
         """The processor's output for these (image, chat text) rows (CPU tensors), or ``None``
         when this processor or batch is not one the fast path rebuilds exactly."""
+        import numpy as np
         import torch
         from transformers import BatchFeature
 
@@ -265,7 +323,7 @@ class FastInputs:
         pixels = self.pixel_values(images, extra)
         if pixels is None:
             return None
-        rows: list[list[int]] = []
+        rows: list[np.ndarray] = []
         for index, text in enumerate(texts):
             key = (text, tuple(pixels.shape[1:]))
             ids = self._ids.get(key)
@@ -274,17 +332,25 @@ class FastInputs:
                 if ids is None:
                     return None
             rows.append(ids)
-        length = max(len(r) for r in rows)
+        length = max(r.size for r in rows)
         pad_id = self.processor.tokenizer.pad_token_id
-        if pad_id is None and any(len(r) != length for r in rows):
+        if pad_id is None and any(r.size != length for r in rows):
             return None  # the tokenizer would refuse to pad: let it say so
-        input_ids = torch.tensor([[pad_id] * (length - len(r)) + r for r in rows])
-        attention = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
+        # Left-padded rows, as the tokenizer pads them.
+        input_ids = np.full((len(rows), length), pad_id or 0, dtype=np.int64)
+        attention = np.zeros((len(rows), length), dtype=np.int64)
+        for i, row in enumerate(rows):
+            input_ids[i, length - row.size :] = row
+            attention[i, length - row.size :] = 1
         return BatchFeature(
-            {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels}
+            {
+                "input_ids": torch.from_numpy(input_ids),
+                "attention_mask": torch.from_numpy(attention),
+                "pixel_values": pixels,
+            }
         )
 
-    def pixel_values(self, images: Sequence[Image], extra: Mapping[str, Any]) -> Any | None:
+    def pixel_values(self, images: Sequence[Picture], extra: Mapping[str, Any]) -> Any | None:
         """``(B, C, H, W)`` float32 pixel values of the images, as the processor makes them."""
         import torch
 
@@ -292,7 +358,9 @@ class FastInputs:
         if array is not None:
             return torch.from_numpy(array)
         try:
-            out = self.processor(images=[[image] for image in images], return_tensors="pt", **extra)
+            out = self.processor(
+                images=[[_as_pil(image)] for image in images], return_tensors="pt", **extra
+            )
         except Exception as exc:  # a processor that wants text with its images, ragged sizes
             self._disable(f"its image part alone fails ({type(exc).__name__}: {exc})")
             return None
@@ -315,13 +383,16 @@ class FastInputs:
         )
 
     def _learn(
-        self, image: Image, text: str, extra: Mapping[str, Any], pixels: torch.Tensor
-    ) -> list[int] | None:
+        self, image: Picture, text: str, extra: Mapping[str, Any], pixels: torch.Tensor
+    ) -> np.ndarray | None:
         """The token ids of ``text`` from one processor call on ``image``, after checking that
         the call's output is what this class rebuilds (else: disabled, ``None``)."""
+        import numpy as np
         import torch
 
-        reference = self.processor(images=[[image]], text=[text], return_tensors="pt", **extra)
+        reference = self.processor(
+            images=[[_as_pil(image)]], text=[text], return_tensors="pt", **extra
+        )
         problem = None
         if set(reference) != _FAST_KEYS:
             problem = f"its inputs are {sorted(reference)}"
@@ -332,42 +403,137 @@ class FastInputs:
         if problem is not None:
             self._disable(problem)
             return None
-        ids = [int(i) for i in reference["input_ids"][0]]
+        ids = reference["input_ids"][0].numpy().astype(np.int64)
         if len(self._ids) >= _IDS_CACHE_SIZE:
             self._ids.clear()
         self._ids[(text, tuple(pixels.shape))] = ids
         return ids
 
 
-def _numpy_pixels(
-    image_processor: Any, images: Sequence[Image], extra: Mapping[str, Any]
-) -> np.ndarray | None:
-    """``(B, C, H, W)`` float32 pixel values of the transformers PIL/numpy image processor's
-    ``resize -> center_crop -> rescale -> normalize`` pipeline (the base ``PilBackend`` one and
-    LLaVA's) for RGB images it does not resize, made for the whole batch at once with the same
-    numpy operations in the same dtypes; ``None`` when any of that does not hold."""
-    import numpy as np
-
+def _plain_pil_processor(image_processor: Any) -> bool:
+    """Whether this is a transformers PIL/numpy image processor whose preprocessing is the
+    base ``PilBackend`` one or LLaVA's (``pad -> resize -> center_crop -> rescale ->
+    normalize``, one image at a time): the pipeline :func:`_numpy_pixels` rebuilds."""
     try:
         from transformers.image_processing_backends import PilBackend
         from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
     except ImportError:  # pragma: no cover - other transformers versions: use the processor
-        return None
+        return False
     preprocess = getattr(type(image_processor), "_preprocess", None)
-    if not isinstance(image_processor, PilBackend) or preprocess not in (
+    return isinstance(image_processor, PilBackend) and preprocess in (
         PilBackend._preprocess,
         LlavaImageProcessorPil._preprocess,
-    ):
+    )
+
+
+def _processor_resize(
+    image_processor: Any, image: Image, size: Any, resample: Any
+) -> np.ndarray | None:
+    """``(H, W, 3)`` uint8: an RGB PIL image resized by the image processor's own ``resize``
+    with these settings, as its preprocessing calls it (channels first); ``None`` when that
+    fails. Kept per image object and settings (:data:`_resized`)."""
+    import numpy as np
+
+    key = (id(image), image.size, type(image_processor), repr(size), repr(resample))
+    with _resized_lock:
+        hit = _resized.get(key)
+        if hit is not None and hit[0] is image:
+            _resized.move_to_end(key)
+            return hit[1]
+    pixels = _pil_resize(image, size, resample)
+    if pixels is None:
+        try:
+            channels_first = np.asarray(image).transpose(2, 0, 1)
+            resized = image_processor.resize(image=channels_first, size=size, resample=resample)
+        except Exception as exc:  # a size config its resize does not take
+            log.debug("%s resize: %s", type(image_processor).__name__, exc)
+            return None
+        if resized.ndim != 3 or resized.shape[0] != 3 or resized.dtype != np.uint8:
+            return None
+        pixels = np.ascontiguousarray(resized.transpose(1, 2, 0))
+    with _resized_lock:
+        # The image is held with its pixels: its id cannot be reused while the entry lives.
+        _resized[key] = (image, pixels)
+        _resized.move_to_end(key)
+        while len(_resized) > _RESIZED_CACHE_SIZE:
+            _resized.popitem(last=False)
+    return pixels
+
+
+def _pil_resize(image: Image, size: Any, resample: Any) -> np.ndarray | None:
+    """What the PIL image processors' resize step does to an RGB PIL image for the two size
+    configs it is commonly given (``shortest_edge`` alone; ``height`` and ``width``), without
+    its conversions to and from channels-first arrays: the output size by transformers' own
+    rule, then ``Image.resize`` with the same resampling (the step converts its uint8 array
+    back to this very image first). ``None`` for other configs."""
+    import numpy as np
+    from PIL import Image as PILImage
+    from transformers.image_transforms import get_resize_output_image_size
+    from transformers.image_utils import ChannelDimension
+
+    try:
+        fields = {k: v for k, v in dict(size).items() if v}
+    except (TypeError, ValueError):
+        return None
+    if resample is None or not isinstance(resample, int):  # PILImageResampling is an int
+        return None
+    width, height = image.size
+    if set(fields) == {"shortest_edge"}:
+        shape = np.broadcast_to(np.uint8(0), (3, height, width))  # only its shape is read
+        new_height, new_width = get_resize_output_image_size(
+            shape,
+            size=fields["shortest_edge"],
+            default_to_square=False,
+            input_data_format=ChannelDimension.FIRST,
+        )
+    elif set(fields) == {"height", "width"}:
+        new_height, new_width = fields["height"], fields["width"]
+    else:
+        return None
+    resized = image.resize(
+        (int(new_width), int(new_height)), resample=PILImage.Resampling(resample)
+    )
+    return np.asarray(resized)
+
+
+def _numpy_pixels(
+    image_processor: Any, images: Sequence[Picture], extra: Mapping[str, Any]
+) -> np.ndarray | None:
+    """``(B, C, H, W)`` float32 pixel values of the transformers PIL/numpy image processor's
+    ``resize -> center_crop -> rescale -> normalize`` pipeline (the base ``PilBackend`` one and
+    LLaVA's) for RGB images (PIL, or ``(H, W, 3)`` uint8 arrays), made for the whole batch at
+    once with the same numpy operations in the same dtypes; the resize, where the processor
+    resizes, by its own resize step on each PIL image (kept per image: see
+    :func:`_processor_resize`). ``None`` when any of that does not hold."""
+    import numpy as np
+
+    if not _plain_pil_processor(image_processor):
         return None
 
     def setting(name: str) -> Any:
         return extra.get(name, getattr(image_processor, name, None))
 
-    if setting("do_resize") or setting("do_pad"):
+    if setting("do_pad"):
         return None
-    if any(getattr(image, "mode", None) != "RGB" for image in images):
-        return None
-    arrays = [np.asarray(image) for image in images]
+    arrays: list[np.ndarray] = []
+    for image in images:
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                return None
+            if setting("do_resize"):
+                return None  # renderings are made at the model's size
+            arrays.append(image)
+        elif image.mode != "RGB":
+            return None
+        elif setting("do_resize"):
+            resized = _processor_resize(
+                image_processor, image, setting("size"), setting("resample")
+            )
+            if resized is None:
+                return None
+            arrays.append(resized)
+        else:
+            arrays.append(np.asarray(image))
     if setting("do_center_crop"):
         height, width = _height_width(setting("crop_size"))
         if not height or not width:

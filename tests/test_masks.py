@@ -271,6 +271,92 @@ def test_from_uncompressed_validates() -> None:
         M.from_uncompressed([9], [3])
 
 
+# ---------------------------------------------------------------------------- runs
+
+
+def _runs_of(runs: M.MaskRuns, k: int, size: int) -> np.ndarray:
+    """Mask ``k`` of ``runs`` as a flat column-major bool array."""
+    flat = np.zeros(size, dtype=bool)
+    for start, stop in zip(
+        runs.starts[runs.offsets[k] : runs.offsets[k + 1]],
+        runs.stops[runs.offsets[k] : runs.offsets[k + 1]],
+        strict=True,
+    ):
+        assert stop > start  # no empty runs
+        assert not flat[start:stop].any()
+        flat[start:stop] = True
+    return flat
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 30).flatmap(
+        lambda h: st.integers(1, 30).flatmap(
+            lambda w: st.lists(
+                hnp.arrays(np.bool_, (h, w), elements=st.booleans()), min_size=1, max_size=5
+            )
+        )
+    )
+)
+def test_foreground_runs_are_the_masks_pixels_and_boxes(masks: list[np.ndarray]) -> None:
+    rles = [M.encode(m) for m in masks]
+    runs = M.foreground_runs(rles)
+    h, w = masks[0].shape
+    assert (runs.height, runs.width, len(runs)) == (h, w, len(masks))
+    for k, (mask, rle) in enumerate(zip(masks, rles, strict=True)):
+        np.testing.assert_array_equal(_runs_of(runs, k, h * w), mask.ravel(order="F"))
+        starts = runs.starts[runs.offsets[k] : runs.offsets[k + 1]]
+        stops = runs.stops[runs.offsets[k] : runs.offsets[k + 1]]
+        assert (starts[1:] > stops[:-1]).all()  # apart, in order
+        x, y, bw, bh = (int(v) for v in M.bbox(rle))
+        assert tuple(runs.boxes[k]) == ((x, y, x + bw, y + bh) if bw else (0, 0, 0, 0))
+        if bw:
+            np.testing.assert_array_equal(runs.region(k), mask[y : y + bh, x : x + bw])
+
+
+def test_foreground_runs_of_wrapping_large_and_touching_runs() -> None:
+    # A run from the bottom of one column into the next: the box spans every row.
+    mask = np.zeros((6, 5), dtype=bool)
+    mask[4:, 1] = True
+    mask[:2, 2] = True
+    big = np.zeros((1536, 2048), dtype=bool)
+    big[700:, 100:1900] = True  # counts of several characters, deltas below zero
+    runs = M.foreground_runs([M.encode(mask), M.encode(np.zeros((6, 5), bool))])
+    assert tuple(runs.boxes[0]) == (1, 0, 3, 6)
+    assert tuple(runs.boxes[1]) == (0, 0, 0, 0) and runs.offsets[2] == runs.offsets[1]
+    assert runs.starts.tolist() == [10] and runs.stops.tolist() == [14]
+    large = M.foreground_runs([M.encode(big)])
+    assert tuple(large.boxes[0]) == (100, 700, 1900, 1536)
+    assert (large.stops - large.starts == 1536 - 700).all() and len(large.starts) == 1800
+    # An empty background run between two foreground runs: they are one run.
+    touching = {"size": [3, 3], "counts": M.from_uncompressed([2, 3, 0, 2, 2], [3, 3])["counts"]}
+    assert M.to_uncompressed(touching)["counts"] == [2, 3, 0, 2, 2]
+    joined = M.foreground_runs([touching])
+    assert (joined.starts.tolist(), joined.stops.tolist()) == ([2], [7])
+
+
+def test_foreground_runs_validate_like_to_uncompressed() -> None:
+    good = M.encode(_rect(4, 4, 1, 3, 1, 3))
+    with pytest.raises(ValueError, match="at least one"):
+        M.foreground_runs([])
+    with pytest.raises(ValueError, match="same height x width"):
+        M.foreground_runs([good, M.encode(np.zeros((4, 5), bool))])
+    for counts, match in [
+        ("", "sum to 0"),
+        ("1", "sum to 1"),
+        ("zz", "outside"),
+        ("5\u00e9", "non-ASCII"),
+        ("05P", "truncated"),
+        ("0" + "o" * 12 + "1", "impossibly long"),
+        ("51O", "negative"),
+    ]:
+        with pytest.raises(M.MaskFormatError, match=match):
+            M.foreground_runs([good, {"size": [4, 4], "counts": counts}])
+    # bytes counts, as pycocotools hands them back
+    raw = {"size": good["size"], "counts": good["counts"].encode()}
+    assert M.foreground_runs([raw]).starts.tolist() == M.foreground_runs([good]).starts.tolist()
+
+
 # ---------------------------------------------------------------------------- polygons
 
 

@@ -7,16 +7,20 @@ INSERT ... ON CONFLICT DO NOTHING on the natural keys, so a stage that runs twic
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select, text, update
+from sqlalchemy import JSON, Table, and_, bindparam, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.schema import ColumnDefault
+from sqlalchemy.types import ARRAY, Boolean, Float, Integer, LargeBinary, String
 
 from annotator.db.models import (
     Annotation,
@@ -58,33 +62,172 @@ def insert_ignore_where(
     where: str | None = None,
 ) -> None:
     """INSERT ... ON CONFLICT (conflict) [WHERE where] DO NOTHING (``where``: the predicate of a
-    partial unique index).
+    partial unique index). Every row has the same keys.
 
-    A Core insert into the model's table (one multi-row statement), not an ORM bulk insert:
-    these rows are never loaded as objects, and the ORM's per-row bookkeeping costs more than
-    the statement itself for a batch of masks.
+    A Core insert into the model's table, not an ORM bulk insert: these rows are never loaded
+    as objects, and the ORM's per-row bookkeeping costs more than the statement itself for a
+    batch of masks. On PostgreSQL it is one statement whatever the number of rows: the
+    columns travel as arrays, in binary (no quoting of long RLE strings), and ``unnest``
+    makes the rows (:func:`_unnest_insert`); per-row parameters (an executemany) cost the
+    client about three times as much.
     """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    dialect = session.get_bind().dialect
     table = cast(Table, model.__table__)
+    if dialect.name == "postgresql":
+        unnest = _unnest_insert(table, tuple(rows[0]), tuple(conflict), where)
+        if unnest is not None:
+            sql, columns, defaults = unnest
+            params = _array_params(sql, rows, columns)
+            for i, default in enumerate(defaults):
+                # One value per statement: its rows are written at the same moment.
+                params[f"d{i}"] = [default()] * len(rows)
+            session.connection().exec_driver_sql(sql, params)
+            return
+    maker = pg_insert if dialect.name == "postgresql" else sqlite_insert
     stmt = maker(table).on_conflict_do_nothing(
         index_elements=list(conflict), index_where=text(where) if where else None
     )
     session.execute(stmt, list(rows))
 
 
+_Unnest = tuple[
+    str,
+    tuple[tuple[str, Callable[[Any], Any] | None], ...],
+    tuple[Callable[[], Any], ...],
+]
+
+
+def _bind_processor(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """What a value of this column goes through before it is bound: the type's own bind
+    processor (enums to their values), and for numbers the Python type (psycopg dumps a list
+    of one type only; the array is cast to the column's type anyway)."""
+    process = column.type.bind_processor(dialect)
+    if process is not None:
+        return cast(Callable[[Any], Any], process)
+    affinity = column.type._type_affinity
+    if issubclass(affinity, Float):
+        return float
+    if issubclass(affinity, Integer) and not issubclass(affinity, Boolean):
+        return int
+    return None
+
+
+def _array_params(
+    sql: str,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]],
+) -> dict[str, Any]:
+    """The rows' values column by column (``c0``, ``c1``, ...), each through its processor."""
+    params: dict[str, Any] = {}
+    for i, (key, process) in enumerate(columns):
+        values = [row[key] for row in rows]
+        if process is not None:
+            try:
+                values = [None if v is None else process(v) for v in values]
+            except Exception as exc:  # as SQLAlchemy reports a value it cannot bind
+                raise StatementError(str(exc), sql, None, exc) from exc
+        params[f"c{i}"] = values
+    return params
+
+
+def _array_type(column: Any, dialect: Any) -> str | None:
+    """The PostgreSQL array type the column's values travel as (``None``: not as an array)."""
+    if column.type._type_affinity in (JSON, LargeBinary) or isinstance(column.type, ARRAY):
+        return None
+    if isinstance(column.type, String):
+        # Not VARCHAR(n)[]: a cast would cut a long value, an insert refuses it.
+        return "TEXT[]"
+    return f"{column.type.compile(dialect=dialect)}[]"
+
+
+def _column_default(
+    column: Any, dialect: Any, default: Any | None = None
+) -> Callable[[], Any] | None:
+    """The value of a column's Python-side default (or the given one, its ``onupdate``) as a
+    zero-argument function (bind processor applied); ``None`` for one that needs the row (a
+    SQL expression, a function of the execution context)."""
+    default = column.default if default is None else default
+    if not isinstance(default, ColumnDefault):
+        return None
+    process = column.type.bind_processor(dialect)
+    if default.is_scalar:
+        value = default.arg if process is None else process(default.arg)
+        return lambda: value
+    if not default.is_callable:
+        return None
+    function = default.arg  # wrapped by SQLAlchemy to take the execution context
+    try:
+        function(None)
+    except Exception:  # it reads the context: per row only
+        return None
+    if process is None:
+        return lambda: function(None)
+    return lambda: process(function(None))
+
+
+@functools.lru_cache(maxsize=128)
+def _unnest_insert(
+    table: Table, keys: tuple[str, ...], conflict: tuple[str, ...], where: str | None
+) -> _Unnest | None:
+    """``INSERT INTO table (keys..., defaulted...) SELECT * FROM unnest(CAST(:c0 AS type[]),
+    ...) ON CONFLICT ... DO NOTHING`` for rows with these keys, with each key's bind
+    processor (enums to their values) and the Python-side defaults of the columns the rows
+    leave out (computed once per statement); ``None`` where that does not apply (a column
+    type with no array of it, a default that needs the row)."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    names: list[str] = []
+    casts: list[str] = []
+    columns: list[tuple[str, Callable[[Any], Any] | None]] = []
+    defaults: list[Callable[[], Any]] = []
+    for i, key in enumerate(keys):
+        column = table.c.get(key)
+        array = None if column is None else _array_type(column, dialect)
+        if column is None or array is None:
+            return None
+        names.append(column.name)
+        casts.append(f"CAST(%(c{i})b AS {array})")
+        columns.append((key, _bind_processor(column, dialect)))
+    for column in table.c:
+        if column.name in names or column.default is None or column.primary_key:
+            continue
+        array = _array_type(column, dialect)
+        make = _column_default(column, dialect)
+        if array is None or make is None:
+            return None
+        names.append(column.name)
+        casts.append(f"CAST(%(d{len(defaults)})b AS {array})")
+        defaults.append(make)
+    quote = dialect.identifier_preparer.quote
+    # Driver-level SQL (psycopg's placeholders): a literal % in the predicate is written %%.
+    predicate = "" if where is None else "WHERE " + where.replace("%", "%%") + " "
+    sql = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+        f"({', '.join(quote(n) for n in names)}) SELECT * FROM unnest({', '.join(casts)}) "
+        f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) {predicate}DO NOTHING"
+    )
+    return sql, tuple(columns), tuple(defaults)
+
+
 # ---------------------------------------------------------------------------------------- jobs
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
-    stmt = select(Job).where(Job.id == job_id)
+    """The job (``for_update``: locked, read again). Without a lock, a job this session has
+    already loaded is returned as it is, with no query: a SELECT would return that same object
+    without refreshing it anyway, and stage tasks read the job three times per transaction.
+    (The session keeps the jobs it read for its lifetime: its identity map holds objects
+    weakly, so the callers' dropping it would cost a query.)"""
     if for_update:
-        stmt = stmt.with_for_update()
-    job = session.scalar(stmt)
+        job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    else:
+        job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
+    session.info.setdefault("jobs", {})[job_id] = job
     return job
 
 
@@ -189,20 +332,38 @@ def set_item(
     )
 
 
+# The statements every stage task runs, built once (Core statements on the table with bound
+# parameters): building an ORM UPDATE per call, and the ORM's synchronisation of the session
+# with it (no job item is loaded as an object where these run), cost more than executing it.
+_ITEMS = cast(Table, JobItem.__table__)
+_CLAIM_ITEMS = (
+    update(_ITEMS)
+    .where(
+        _ITEMS.c.job_id == bindparam("b_job"),
+        _ITEMS.c.stage == bindparam("b_stage"),
+        _ITEMS.c.image_id.in_(bindparam("b_images", expanding=True)),
+        _ITEMS.c.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
+    )
+    .values(attempts=_ITEMS.c.attempts + 1, status=JobItemStatus.RUNNING)
+    .returning(_ITEMS.c.image_id)
+)
+_SET_ITEMS = (
+    update(_ITEMS)
+    .where(
+        _ITEMS.c.job_id == bindparam("b_job"),
+        _ITEMS.c.stage == bindparam("b_stage"),
+        _ITEMS.c.image_id.in_(bindparam("b_images", expanding=True)),
+    )
+    .values(status=bindparam("b_status", type_=_ITEMS.c.status.type), error=None)
+)
+
+
 def claim_items(session: Session, job_id: int, image_ids: Sequence[int], stage: str) -> set[int]:
     """:func:`claim_item` for several images in one statement: the ids of those claimed."""
     if not image_ids:
         return set()
     result = session.execute(
-        update(JobItem)
-        .where(
-            JobItem.job_id == job_id,
-            JobItem.stage == stage,
-            JobItem.image_id.in_(list(image_ids)),
-            JobItem.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
-        )
-        .values(attempts=JobItem.attempts + 1, status=JobItemStatus.RUNNING)
-        .returning(JobItem.image_id)
+        _CLAIM_ITEMS, {"b_job": job_id, "b_stage": stage, "b_images": list(image_ids)}
     )
     return set(result.scalars())
 
@@ -213,13 +374,8 @@ def set_items(
     """:func:`set_item` (no error) for several images in one statement."""
     if image_ids:
         session.execute(
-            update(JobItem)
-            .where(
-                JobItem.job_id == job_id,
-                JobItem.stage == stage,
-                JobItem.image_id.in_(list(image_ids)),
-            )
-            .values(status=status, error=None)
+            _SET_ITEMS,
+            {"b_job": job_id, "b_stage": stage, "b_images": list(image_ids), "b_status": status},
         )
 
 
@@ -324,6 +480,38 @@ def ready_items(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
+
+
+# ready_items for given images after a previous stage: what every stage task asks, built once.
+_READY_OF_IMAGES = (
+    select(_READY_ITEM.image_id)
+    .join(
+        _READY_PREVIOUS,
+        and_(
+            _READY_PREVIOUS.job_id == _READY_ITEM.job_id,
+            _READY_PREVIOUS.image_id == _READY_ITEM.image_id,
+            _READY_PREVIOUS.stage == bindparam("previous"),
+        ),
+    )
+    .where(
+        _READY_ITEM.job_id == bindparam("job_id"),
+        _READY_ITEM.stage == bindparam("stage"),
+        _READY_ITEM.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
+        _READY_ITEM.image_id.in_(bindparam("image_ids", expanding=True)),
+        _READY_PREVIOUS.status.in_(PASSED),
+    )
+    .order_by(_READY_ITEM.image_id)
+)
+
+
+def ready_items_of(
+    session: Session, job_id: int, stage: str, previous: str, image_ids: Sequence[int]
+) -> list[int]:
+    """:func:`ready_items` of ``image_ids`` after ``previous`` (one prepared statement)."""
+    if not image_ids:
+        return []
+    params = {"job_id": job_id, "stage": stage, "previous": previous, "image_ids": list(image_ids)}
+    return list(session.scalars(_READY_OF_IMAGES, params))
 
 
 def unfinished_count(session: Session, job_id: int, stage: str | None = None) -> int:
@@ -632,9 +820,66 @@ def concept_vocabulary(session: Session, dataset_id: int) -> Counter[str]:
 
 
 def set_pair_states(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk UPDATE pairs by id (each row: ``id`` and the columns to set)."""
-    if rows:
-        session.execute(update(Pair), list(rows))
+    """Bulk UPDATE pairs by id (each row: ``id`` and the columns to set, the same columns in
+    every row; distinct ids). On PostgreSQL one statement, the values as arrays
+    (:func:`_unnest_update`)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        unnest = _unnest_update(cast(Table, Pair.__table__), tuple(rows[0]))
+        if unnest is not None and len({row["id"] for row in rows}) == len(rows):
+            sql, columns, defaults = unnest
+            params = _array_params(sql, rows, columns)
+            for i, default in enumerate(defaults):
+                params[f"u{i}"] = default()
+            session.connection().exec_driver_sql(sql, params)
+            return
+    session.execute(update(Pair), list(rows))
+
+
+@functools.lru_cache(maxsize=32)
+def _unnest_update(table: Table, keys: tuple[str, ...]) -> _Unnest | None:
+    """``UPDATE table SET key = v.key, ..., onupdated = :u0 FROM unnest(...) AS v WHERE
+    table.id = v.id`` for rows of these keys (``id`` among them): the ORM's bulk UPDATE by
+    primary key as one statement, with the Python-side ``onupdate`` values of the columns
+    the rows leave out (once per statement); ``None`` where that does not apply."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    quote = dialect.identifier_preparer.quote
+    if "id" not in keys or len(table.primary_key.columns) != 1 or "id" not in table.c:
+        return None
+    casts: list[str] = []
+    sets: list[str] = []
+    columns: list[tuple[str, Callable[[Any], Any] | None]] = []
+    defaults: list[Callable[[], Any]] = []
+    for i, key in enumerate(keys):
+        column = table.c.get(key)
+        array = None if column is None else _array_type(column, dialect)
+        if column is None or array is None:
+            return None
+        casts.append(f"CAST(%(c{i})b AS {array})")
+        columns.append((key, _bind_processor(column, dialect)))
+        if key != "id":
+            sets.append(f"{quote(column.name)} = v.c{i}")
+    for column in table.c:
+        if column.name in keys or column.onupdate is None:
+            continue
+        make = _column_default(column, dialect, column.onupdate)
+        array = _array_type(column, dialect)
+        if make is None or array is None:
+            return None
+        sets.append(f"{quote(column.name)} = CAST(%(u{len(defaults)})b AS {array[:-2]})")
+        defaults.append(make)
+    if not sets:
+        return None
+    names = ", ".join(f"c{i}" for i in range(len(keys)))
+    sql = (
+        f"UPDATE {dialect.identifier_preparer.format_table(table)} SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(casts)}) AS v({names}) "
+        f"WHERE {dialect.identifier_preparer.format_table(table)}.id = v.c{keys.index('id')}"
+    )
+    return sql, tuple(columns), tuple(defaults)
 
 
 # ----------------------------------------------------------------------------------- proposals

@@ -231,7 +231,7 @@ def ready_after_many(
         return [(img, following) for img in mining.ready_items(session, job_id, following, stage)]
     return [
         (img, following)
-        for img in mining.ready_items(session, job_id, following, stage, image_ids=image_ids)
+        for img in mining.ready_items_of(session, job_id, following, stage, image_ids)
     ]
 
 

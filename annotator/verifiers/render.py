@@ -9,7 +9,9 @@ Rendering happens at the size the model sees (``height``, from the processor's i
 :func:`render_height`): the image and the mask are scaled to each panel first and the overlay is
 drawn there, in ``uint8``, on the mask's box only, so a 2-pixel outline stays 2 pixels wide in
 what the model sees and no full-resolution float image is ever made. :class:`MaskRenderer`
-keeps one image's scaled panel for the many masks of that image.
+keeps one image's scaled panel for the many masks of that image, and renders all of them from
+their RLE runs together (:meth:`MaskRenderer.render_rles`): a mask is never decoded at full
+resolution, its coverage of each panel pixel is read off its runs.
 
 Colours are fixed so the prompt can name them.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "overlay_mask",
     "render_height",
     "render_mask_query",
+    "scale_boxes",
 ]
 
 Color = tuple[int, int, int]
@@ -53,6 +56,12 @@ _CROSS = np.ones((3, 3), np.uint8)
 # (work grows with the output); less: OpenCV's area resampling (work grows with the input).
 _SMALL_OUTPUT = 16
 _luts: dict[tuple[Color, float], np.ndarray] = {}
+# A scaled mask pixel is inside from this coverage on (half, less float rounding).
+_HALF = 0.5 - 1e-4
+# A mask whose RLE has more characters than this share of the image's pixels (about one run
+# per 150 pixels) is rendered by decoding it; below, from its runs. Reading runs costs ~0.2 us
+# per character, decoding ~3 ns per pixel: they break even near 0.013.
+_DECODE_ABOVE = 0.01
 
 
 def _blend_lut(color: Color, alpha: float) -> np.ndarray:
@@ -188,12 +197,14 @@ def _area_sums(integral: np.ndarray, y_edges: np.ndarray, x_edges: np.ndarray) -
     rows, cols = integral.shape[0] - 1, integral.shape[1] - 1
     y_edges = np.clip(y_edges, 0.0, rows)
     x_edges = np.clip(x_edges, 0.0, cols)
-    fy = np.minimum(y_edges.astype(np.int64), rows - 1)
-    fx = np.minimum(x_edges.astype(np.int64), cols - 1)
-    ty = (y_edges - fy).reshape(-1, *([1] * (integral.ndim - 1)))
-    tx = (x_edges - fx).reshape(-1, *([1] * (integral.ndim - 2)))
-    at_rows = integral[fy] * (1.0 - ty) + integral[fy + 1] * ty  # (ny, w + 1[, c])
-    at = at_rows[:, fx] * (1.0 - tx) + at_rows[:, fx + 1] * tx  # (ny, nx[, c])
+    fy = np.minimum(y_edges.astype(np.int64), rows - 1)[:, None]
+    fx = np.minimum(x_edges.astype(np.int64), cols - 1)[None, :]
+    ty = (y_edges - fy[:, 0]).reshape(-1, 1, *([1] * (integral.ndim - 2)))
+    tx = (x_edges - fx[0]).reshape(1, -1, *([1] * (integral.ndim - 2)))
+    # The table at the cells' corners only: rows interpolated, then columns.
+    left = integral[fy, fx] * (1.0 - ty) + integral[fy + 1, fx] * ty
+    right = integral[fy, fx + 1] * (1.0 - ty) + integral[fy + 1, fx + 1] * ty
+    at = left * (1.0 - tx) + right * tx  # (ny, nx[, c])
     return np.diff(np.diff(at, axis=0), axis=1)
 
 
@@ -208,6 +219,19 @@ class _AreaScaler:
         self.pixels = pixels
         self._integral: np.ndarray | None = None
 
+    def _by_integral(self, box: Box, height: int, width: int) -> bool:
+        x0, y0, x1, y1 = box
+        h, w = y1 - y0, x1 - x0
+        return (h, w) != (height, width) and height * width * _SMALL_OUTPUT < h * w
+
+    def _table(self) -> np.ndarray:
+        if self._integral is None:
+            # Exact sums either way; int32 (half the memory of float64) while they fit.
+            h, w = self.pixels.shape[:2]
+            depth = cv2.CV_32S if h * w * 255 < 2**31 else cv2.CV_64F
+            self._integral = cv2.integral(self.pixels, sdepth=depth)
+        return self._integral
+
     def scale(self, box: Box, height: int, width: int) -> np.ndarray:
         """``box`` of the image scaled to ``height x width`` (uint8): area averages when
         shrinking, bilinear when growing, the pixels themselves when the size is unchanged."""
@@ -219,17 +243,58 @@ class _AreaScaler:
             return cv2.resize(
                 self.pixels[y0:y1, x0:x1], (width, height), interpolation=cv2.INTER_LINEAR
             )
-        if height * width * _SMALL_OUTPUT >= h * w:
+        if not self._by_integral(box, height, width):
             # Shrinking a little: OpenCV's area resampling of the box is cheaper than sampling
             # the integral image for this many output pixels.
             return cv2.resize(
                 self.pixels[y0:y1, x0:x1], (width, height), interpolation=cv2.INTER_AREA
             )
-        if self._integral is None:
-            self._integral = cv2.integral(self.pixels, sdepth=cv2.CV_64F)
-        sums = _area_sums(self._integral, _edges(y0, h, height), _edges(x0, w, width))
+        sums = _area_sums(self._table(), _edges(y0, h, height), _edges(x0, w, width))
         means = sums * (height * width / (h * w))
         return np.rint(means).clip(0, 255).astype(np.uint8)
+
+    def scale_many(
+        self, boxes: Sequence[Box], height: int, widths: Sequence[int]
+    ) -> list[np.ndarray]:
+        """:meth:`scale` of each box to ``height x widths[i]``, the same pixels; the boxes
+        shrunk from the integral image are read off it together."""
+        out: list[np.ndarray] = []
+        batch: list[int] = []
+        for i, box in enumerate(boxes):
+            if self._by_integral(box, height, widths[i]):
+                batch.append(i)
+                out.append(self.pixels[:0, :0])  # filled below
+            else:
+                out.append(self.scale(box, height, widths[i]))
+        if batch:
+            table = self._table()
+            rows, cols = table.shape[0] - 1, table.shape[1] - 1
+            # Per box: row edges (n, height + 1); column edges of all boxes, concatenated.
+            y_edges = np.stack(
+                [_edges(boxes[i][1], boxes[i][3] - boxes[i][1], height) for i in batch]
+            )
+            x_edges = [_edges(boxes[i][0], boxes[i][2] - boxes[i][0], widths[i]) for i in batch]
+            owner = np.repeat(np.arange(len(batch)), [e.size for e in x_edges])
+            y_edges = np.clip(y_edges, 0.0, rows)
+            xs = np.clip(np.concatenate(x_edges), 0.0, cols)
+            fy = np.minimum(y_edges.astype(np.int64), rows - 1)[owner]  # (X, height + 1)
+            ty = (y_edges[owner] - fy)[:, :, None]
+            fx = np.minimum(xs.astype(np.int64), cols - 1)[:, None]
+            tx = (xs - fx[:, 0])[:, None, None]
+            # _area_sums' operations in its order (the same values): rows, then columns;
+            # differences along y, then along x.
+            left = table[fy, fx] * (1.0 - ty) + table[fy + 1, fx] * ty
+            right = table[fy, fx + 1] * (1.0 - ty) + table[fy + 1, fx + 1] * ty
+            along_y = np.diff(left * (1.0 - tx) + right * tx, axis=1)  # (X, height, 3)
+            start = 0
+            for i, edges in zip(batch, x_edges, strict=True):
+                x0, y0, x1, y1 = boxes[i]
+                block = along_y[start : start + edges.size]
+                start += edges.size
+                sums = (block[1:] - block[:-1]).transpose(1, 0, 2)
+                means = sums * (height * widths[i] / ((y1 - y0) * (x1 - x0)))
+                out[i] = np.rint(means).clip(0, 255).astype(np.uint8)
+        return out
 
 
 def _scale_pixels(pixels: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
@@ -250,8 +315,8 @@ def _mask_integral(region: np.ndarray) -> np.ndarray:
 
 
 def _by_integral(size: tuple[int, int], out: tuple[int, int]) -> bool:
-    """Whether :func:`_scale_region` scales ``size`` to ``out`` from an integral image."""
-    return out != size and out[0] * out[1] * _SMALL_OUTPUT < size[0] * size[1]
+    """Whether :func:`_scale_region` scales ``size`` to ``out`` by area coverage (shrinking)."""
+    return out != size and out[0] * out[1] < size[0] * size[1]
 
 
 def _scale_region(
@@ -262,9 +327,9 @@ def _scale_region(
     integral: np.ndarray | None = None,
 ) -> np.ndarray:
     """A mask that is empty but for ``region`` (bool, its top-left at ``offset = (x, y)``) in
-    an array of ``size = (h, w)``, scaled to ``out = (h, w)``: a pixel is inside when at least
-    half of it is covered (area coverage, computed on the region only, when shrinking; bilinear
-    when growing)."""
+    an array of ``size = (h, w)``, scaled to ``out = (h, w)``: when shrinking, a pixel is
+    inside when at least half of it is covered (area coverage, computed on the region only);
+    when growing, bilinear."""
     (h, w), (oh, ow) = size, out
     x, y = offset
     rh, rw = region.shape
@@ -273,11 +338,9 @@ def _scale_region(
         full[y : y + rh, x : x + rw] = region
         return full
     if not _by_integral(size, out):
-        # Growing, or shrinking a little: OpenCV on the whole array (bilinear / area).
         full8 = np.zeros((h, w), dtype=np.uint8)
         full8[y : y + rh, x : x + rw] = region.view(np.uint8) * np.uint8(255)
-        method = cv2.INTER_LINEAR if oh * ow >= h * w else cv2.INTER_AREA
-        return cv2.resize(full8, (ow, oh), interpolation=method) >= 128
+        return cv2.resize(full8, (ow, oh), interpolation=cv2.INTER_LINEAR) >= 128
     # Output rows/columns that the region reaches, and their edges in region coordinates.
     py0, py1 = math.floor(y * oh / h), min(math.ceil((y + rh) * oh / h), oh)
     px0, px1 = math.floor(x * ow / w), min(math.ceil((x + rw) * ow / w), ow)
@@ -288,8 +351,134 @@ def _scale_region(
         integral = _mask_integral(region)
     coverage = _area_sums(integral, y_edges, x_edges) / (step_y * step_x)
     scaled = np.zeros((oh, ow), dtype=bool)
-    scaled[py0:py1, px0:px1] = coverage >= 0.5 - 1e-4
+    scaled[py0:py1, px0:px1] = coverage >= _HALF
     return scaled
+
+
+def _run_coverage(
+    runs: mask_ops.MaskRuns,
+    masks: Sequence[int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_rows: int,
+    n_cols: np.ndarray,
+) -> list[np.ndarray]:
+    """Which cells of a grid laid over each of several masks are at least half covered (as
+    :func:`_scale_region` counts), from the masks' runs: no mask is decoded.
+
+    Mask ``masks[i]``'s grid has ``n_rows`` rows from ``rows[i, 0]`` (a mask pixel row, maybe
+    fractional) in steps of ``rows[i, 1]``, and ``n_cols[i]`` columns from ``cols[i, 0]`` in
+    steps of ``cols[i, 1]``; steps are at least one pixel and the grid covers the mask's box.
+    Fractional pixels count by their covered area. Returns per mask ``(n_rows, n_cols[i])``
+    bool.
+
+    The work grows with the runs and the cells, not with the pixels. A run within one pixel
+    column adds ``clip(y - top, 0, bottom - top)`` foreground rows above ``y``: a sum of two
+    ramps starting at its ends. Each column lies in at most two grid columns (by its overlap
+    with each); the ramps of a grid column, binned by the row edge they start below, give its
+    foreground area above every row edge from two cumulative sums.
+    """
+    height = runs.height
+    selected = np.asarray(masks, dtype=np.int64)
+    n_cols = np.asarray(n_cols, dtype=np.int64)
+    first_run = runs.offsets[selected]
+    n_runs = runs.offsets[selected + 1] - first_run
+    owner = np.repeat(np.arange(selected.size), n_runs)
+    index = np.arange(int(n_runs.sum())) - np.repeat(np.cumsum(n_runs) - n_runs - first_run, n_runs)
+    starts, stops = runs.starts[index], runs.stops[index]
+    # Runs cut at column ends: (column, top, bottom) pieces.
+    column, last_column = starts // height, (stops - 1) // height
+    top, bottom = starts - column * height, stops - column * height
+    span = last_column - column + 1
+    if (span > 1).any():
+        piece = np.repeat(np.arange(span.size), span)
+        step = np.arange(piece.size) - np.repeat(np.cumsum(span) - span, span)
+        top = np.where(step == 0, top[piece], 0)
+        bottom = np.where(
+            step == span[piece] - 1, stops[piece] - last_column[piece] * height, height
+        )
+        column, owner = column[piece] + step, owner[piece]
+    # The grid column of each piece's pixel column, and the overlaps with it and the next.
+    x_first, x_step = cols[owner, 0], cols[owner, 1]
+    band = np.clip(np.floor((column - x_first) / x_step).astype(np.int64), 0, n_cols[owner] - 1)
+    overlap = np.minimum(column + 1.0, x_first + (band + 1) * x_step) - column
+    has_next = band + 1 < n_cols[owner]
+    column_offsets = np.cumsum(n_cols) - n_cols
+    slot = column_offsets[owner] + band
+    slots = int(n_cols.sum())
+    edges = n_rows + 1
+    # How many row edges lie at or above each end: its ramp counts below those edges only.
+    y_first, y_step = rows[owner, 0], rows[owner, 1]
+    top_before = np.clip(np.floor((top - y_first) / y_step).astype(np.int64) + 1, 0, edges)
+    bottom_before = np.clip(np.floor((bottom - y_first) / y_step).astype(np.int64) + 1, 0, edges)
+    # Ramps (grid column, edges before its start, start row, weight); a ramp adds
+    # weight * (y - start) below its start. Most pixel columns lie in one grid column: their
+    # ramps into the next one weigh nothing and are left out.
+    spilled = np.flatnonzero(has_next & (overlap < 1.0))
+    spill = 1.0 - overlap[spilled]
+    ramp_slot = np.concatenate([slot, slot, slot[spilled] + 1, slot[spilled] + 1])
+    ramp_before = np.concatenate(
+        [top_before, bottom_before, top_before[spilled], bottom_before[spilled]]
+    )
+    ramp_start = np.concatenate([top, bottom, top[spilled], bottom[spilled]]).astype(np.float64)
+    ramp_weight = np.concatenate([overlap, -overlap, spill, -spill])
+    # Binned edge-major: cumulative sums down the edges give each grid column's weight and
+    # moment below every edge, and the grid's rows come out as rows.
+    bins = ramp_before * slots + ramp_slot
+    size = (edges + 1) * slots
+    weights = np.bincount(bins, ramp_weight, size).reshape(edges + 1, slots)[:edges]
+    moments = np.bincount(bins, ramp_weight * ramp_start, size).reshape(edges + 1, slots)[:edges]
+    np.cumsum(weights, axis=0, out=weights)
+    np.cumsum(moments, axis=0, out=moments)
+    slot_owner = np.repeat(np.arange(selected.size), n_cols)
+    # Foreground area above each edge: sum over ramps of weight * (edge - start).
+    above = (rows[slot_owner, 0] + np.arange(edges)[:, None] * rows[slot_owner, 1]) * weights
+    above -= moments
+    cell = rows[slot_owner, 1] * cols[slot_owner, 1]
+    covered = np.diff(above, axis=0) >= _HALF * cell  # (n_rows, slots)
+    return [
+        covered[:, start : start + count]
+        for start, count in zip(column_offsets.tolist(), n_cols.tolist(), strict=True)
+    ]
+
+
+def _overlay_block(
+    pixels: np.ndarray, inside: np.ndarray, at: tuple[int, int], blended: np.ndarray | None = None
+) -> None:
+    """Fill and outline a mask on ``pixels`` (``(h, w, 3)`` uint8, modified in place) as
+    :func:`_overlay_inplace` does with the fixed colours, in OpenCV calls on the mask's block:
+    ``inside`` (bool) holds every pixel of the mask, its top-left at ``at = (row, col)``.
+    ``blended``: ``pixels`` already blended with the fill colour (the same shape), if at hand."""
+    y, x = at
+    h, w = inside.shape
+    region = pixels[y : y + h, x : x + w]
+    mask = inside.view(np.uint8)
+    if blended is None:
+        fill = cv2.LUT(region, _blend_lut(FILL_COLOR, ALPHA).reshape(1, 256, 3))
+    else:
+        fill = blended[y : y + h, x : x + w]
+    cv2.copyTo(fill, mask, region)
+    if OUTLINE_WIDTH <= 0:
+        return
+    # Past the block is background (it holds the whole mask), as past the array's border.
+    interior = cv2.erode(
+        mask, _CROSS, iterations=OUTLINE_WIDTH, borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    cv2.copyTo(_solid(OUTLINE_COLOR, h, w), cv2.subtract(mask, interior), region)
+
+
+_solids: dict[Color, np.ndarray] = {}
+
+
+def _solid(color: Color, height: int, width: int) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 image of one colour (a view of a cached one)."""
+    image = _solids.get(color)
+    if image is None or image.shape[0] < height or image.shape[1] < width:
+        old_h, old_w = (0, 0) if image is None else image.shape[:2]
+        image = np.empty((max(height, old_h, 64), max(width, old_w, 64), 3), dtype=np.uint8)
+        image[:] = color
+        _solids[color] = image
+    return image[:height, :width]
 
 
 def _side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -326,9 +515,10 @@ def render_height(size: Mapping[str, Any] | None, image_size: tuple[int, int]) -
 class MaskRenderer:
     """MV renderings of one image for many masks (:func:`render_mask_query` for each).
 
-    The image is read once and its left panel (the whole image at ``height``) is scaled once;
-    each mask then costs about its own box's worth of work (:meth:`render_rle` decodes only
-    the box of an RLE).
+    The image is read once and its left panel (the whole image at ``height``) is scaled once.
+    :meth:`render` takes a decoded mask (the reference); :meth:`render_rles` renders many RLEs
+    together from their runs, with the same pixels, in work that grows with the masks' runs
+    and the panels' pixels, not with the image's.
 
     Args:
         image: the RGB image.
@@ -337,12 +527,14 @@ class MaskRenderer:
     """
 
     def __init__(self, image: Image.Image, height: int | None = None, context: float = 0.5) -> None:
-        self.pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        self.pixels = np.asarray(rgb, dtype=np.uint8)
         self.image_height, self.image_width = self.pixels.shape[:2]
         self.height = height or self.image_height
         self.context = context
         self._scaler = _AreaScaler(self.pixels)
         self._crops: dict[tuple[int, ...], np.ndarray] = {}
+        self._blended: np.ndarray | None = None  # the left panel blended with the fill colour
         panel_w = _panel_width(self.image_width, self.image_height, self.height)
         self._panel = np.array(
             self._scaler.scale((0, 0, self.image_width, self.image_height), self.height, panel_w)
@@ -362,30 +554,141 @@ class MaskRenderer:
         return self.render_region(inside[y0:y1, x0:x1], box)
 
     def render_rle(self, rle: mask_ops.RLE) -> Image.Image:
-        """The rendering for a COCO RLE of the image's size (only the mask's box is decoded)."""
-        height, width = (int(v) for v in rle["size"])
-        if (height, width) != (self.image_height, self.image_width):
-            raise ValueError(
-                f"mask size {[height, width]} != image size {[self.image_height, self.image_width]}"
-            )
+        """The rendering for a COCO RLE of the image's size (:meth:`render_rles`)."""
+        return Image.fromarray(self.render_rles([rle])[0], "RGB")
+
+    def render_rles(self, rles: Sequence[mask_ops.RLE]) -> list[np.ndarray]:
+        """The renderings (``(height, w, 3)`` uint8 arrays, the pixels of :meth:`render`) for
+        COCO RLEs of the image's size, all made together from the masks' runs: no mask is
+        decoded at full resolution (see :meth:`render_runs`)."""
+        size = [self.image_height, self.image_width]
+        for rle in rles:
+            if [int(v) for v in rle["size"]] != size:
+                raise ValueError(f"mask size {list(rle['size'])} != image size {size}")
+        # Ragged masks (many runs for their pixels) are cheaper decoded, in C, than read run
+        # by run; compact ones (a trained model's) are read from their runs.
+        limit = _DECODE_ABOVE * self.image_height * self.image_width
+        dense = [i for i, rle in enumerate(rles) if len(rle["counts"]) > limit]
+        sparse = [i for i, rle in enumerate(rles) if len(rle["counts"]) <= limit]
+        out: dict[int, np.ndarray] = {}
+        if sparse:
+            runs = mask_ops.foreground_runs([rles[i] for i in sparse])
+            out.update(zip(sparse, self.render_runs(runs), strict=True))
+        for i in dense:
+            out[i] = self._render_decoded(rles[i])
+        return [out[i] for i in range(len(rles))]
+
+    def _render_decoded(self, rle: mask_ops.RLE) -> np.ndarray:
+        """:meth:`render_rles` of one mask by decoding it (its box, or all of it when the box
+        is large: pycocotools' decode, used column-major as decoded)."""
         x, y, w, h = (round(v) for v in mask_ops.bbox(rle))
         if w == 0 or h == 0:
-            return self.render_region(np.zeros((0, 0), dtype=bool), None)
+            return self._render_region(np.zeros((0, 0), dtype=bool), None)
         box = (x, y, x + w, y + h)
-        if w * h * 4 >= width * height:
-            # A large mask: pycocotools' full decode is faster than decoding the box (and is
-            # used column-major, as decoded: no transposing copy).
-            return self.render_region(mask_ops.decode_columns(rle)[y : y + h, x : x + w], box)
-        return self.render_region(mask_ops.decode_region(rle, box), box)
+        if w * h * 4 >= self.image_width * self.image_height:
+            return self._render_region(mask_ops.decode_columns(rle)[y : y + h, x : x + w], box)
+        return self._render_region(mask_ops.decode_region(rle, box), box)
+
+    def render_runs(self, runs: mask_ops.MaskRuns) -> list[np.ndarray]:
+        """The renderings for masks given by their runs (:func:`annotator.masks.foreground_runs`),
+        as ``(height, w, 3)`` uint8 arrays: the pixels of :meth:`render` of each mask.
+
+        The masks are shrunk to both panels by area coverage straight from their runs, all
+        together (:func:`_run_coverage`), the crops of the image are read off its integral
+        image together, and each overlay is a few OpenCV calls on the mask's block. Masks that
+        are not shrunk (a panel as large as the image or larger) are decoded in their box.
+        """
+        height, panel_w = self.height, self._panel.shape[1]
+        size = (self.image_height, self.image_width)
+        boxes = runs.boxes.tolist()
+        filled = [k for k, box in enumerate(boxes) if box[2] > box[0]]
+        out = [self._panel.copy() for _ in range(len(boxes))]  # empty masks: the image alone
+        if not filled:
+            return out
+        crops = [
+            crop_box(boxes[k], (self.image_width, self.image_height), self.context) for k in filled
+        ]
+        widths = [_panel_width(x1 - x0, y1 - y0, height) for x0, y0, x1, y1 in crops]
+        # Both panels of every mask in one pass: the image panel, then the crop.
+        frames = [(0, 0, *size, height, panel_w)] * len(filled) + [
+            (x0, y0, y1 - y0, x1 - x0, height, w)
+            for (x0, y0, x1, y1), w in zip(crops, widths, strict=True)
+        ]
+        scaled = self._scaled_masks(runs, filled + filled, frames)
+        left, right = scaled[: len(filled)], scaled[len(filled) :]
+        for i, crop in enumerate(self._crop_pixels(crops, widths)):
+            out[filled[i]] = self._compose(left[i], right[i], crop)
+        return out
+
+    def _crop_pixels(self, crops: Sequence[Box], widths: Sequence[int]) -> list[np.ndarray]:
+        """The image inside each crop box scaled to the rendering's height (cached: large masks
+        often share a crop, the whole image)."""
+        keys = [(*crop, w) for crop, w in zip(crops, widths, strict=True)]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._crops))
+        if missing:
+            if len(self._crops) + len(missing) > 32:
+                self._crops.clear()
+            scaled = self._scaler.scale_many(
+                [(x0, y0, x1, y1) for x0, y0, x1, y1, _ in missing],
+                self.height,
+                [w for *_, w in missing],
+            )
+            self._crops.update(zip(missing, scaled, strict=True))
+        return [self._crops[key] for key in keys]
+
+    def _scaled_masks(
+        self,
+        runs: mask_ops.MaskRuns,
+        masks: Sequence[int],
+        frames: Sequence[tuple[int, int, int, int, int, int]],
+    ) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """Each mask in its frame ``(x, y, h, w, out_h, out_w)`` (the box of the image at
+        ``(x, y)`` of size ``h x w``; it holds the mask's box) scaled to ``out_h x out_w`` as
+        :func:`_scale_region` scales it, as a block that holds all of the scaled mask and the
+        block's ``(row, col)`` in the output. Shrinking masks by area coverage from their runs,
+        all together; the others decoded in their box."""
+        out: list[tuple[np.ndarray, tuple[int, int]]] = []
+        shrink: list[tuple[int, int, int, int, int]] = []  # (index, row0, row1, col0, col1)
+        for i, (k, (fx, fy, h, w, oh, ow)) in enumerate(zip(masks, frames, strict=True)):
+            x0, y0, x1, y1 = (int(v) for v in runs.boxes[k])
+            if not _by_integral((h, w), (oh, ow)) or oh > h or ow > w:
+                region = runs.region(k)
+                out.append((_scale_region(region, (x0 - fx, y0 - fy), (h, w), (oh, ow)), (0, 0)))
+                continue
+            # The output rows/columns the box reaches.
+            py0, py1 = math.floor((y0 - fy) * oh / h), min(math.ceil((y1 - fy) * oh / h), oh)
+            px0, px1 = math.floor((x0 - fx) * ow / w), min(math.ceil((x1 - fx) * ow / w), ow)
+            shrink.append((i, py0, py1, px0, px1))
+            out.append((np.zeros((0, 0), dtype=bool), (py0, px0)))
+        if shrink:
+            # Each grid in mask coordinates: first edge and step, per axis.
+            rows, cols = [], []
+            for i, py0, _, px0, _ in shrink:
+                fx, fy, h, w, oh, ow = frames[i]
+                rows.append((fy + py0 * (h / oh), h / oh))
+                cols.append((fx + px0 * (w / ow), w / ow))
+            blocks = _run_coverage(
+                runs,
+                [masks[i] for i, *_ in shrink],
+                np.array(rows),
+                np.array(cols),
+                max(py1 - py0 for _, py0, py1, _, _ in shrink),
+                np.array([px1 - px0 for *_, px0, px1 in shrink]),
+            )
+            for (i, py0, py1, _, _), block in zip(shrink, blocks, strict=True):
+                out[i] = (block[: py1 - py0], out[i][1])
+        return out
 
     def render_region(self, region: np.ndarray, box: Box | None) -> Image.Image:
         """The rendering for the mask that is ``region`` inside its tight ``box`` (``None``:
         the empty mask) and empty elsewhere."""
-        left = self._panel.copy()
-        panel_h, panel_w = left.shape[:2]
-        size = (self.image_height, self.image_width)
+        return Image.fromarray(self._render_region(region, box), "RGB")
+
+    def _render_region(self, region: np.ndarray, box: Box | None) -> np.ndarray:
         if box is None:
-            return Image.fromarray(left, "RGB")
+            return self._panel.copy()
+        panel_h, panel_w = self._panel.shape[:2]
+        size = (self.image_height, self.image_width)
         x0, y0, _, _ = box
         cx0, cy0, cx1, cy1 = crop_box(box, (self.image_width, self.image_height), self.context)
         crop_w = _panel_width(cx1 - cx0, cy1 - cy0, self.height)
@@ -396,24 +699,31 @@ class MaskRenderer:
             or _by_integral((cy1 - cy0, cx1 - cx0), (self.height, crop_w))
             else None
         )
-        _overlay_inplace(
-            left,
-            _scale_region(region, (x0, y0), size, (panel_h, panel_w), integral),
-            FILL_COLOR, ALPHA, OUTLINE_COLOR, OUTLINE_WIDTH,
-        )  # fmt: skip
-        key = (cx0, cy0, cx1, cy1, crop_w)
-        scaled = self._crops.get(key)
-        if scaled is None:  # large masks often share a crop (the whole image)
-            scaled = self._scaler.scale((cx0, cy0, cx1, cy1), self.height, crop_w)
-            if len(self._crops) >= 32:
-                self._crops.clear()
-            self._crops[key] = scaled
-        crop = np.array(scaled)
-        inside = _scale_region(
+        left = _scale_region(region, (x0, y0), size, (panel_h, panel_w), integral)
+        right = _scale_region(
             region, (x0 - cx0, y0 - cy0), (cy1 - cy0, cx1 - cx0), (self.height, crop_w), integral
         )
-        _overlay_inplace(crop, inside, FILL_COLOR, ALPHA, OUTLINE_COLOR, OUTLINE_WIDTH)
-        return Image.fromarray(_side_by_side(left, crop), "RGB")
+        crop = self._crop_pixels([(cx0, cy0, cx1, cy1)], [crop_w])[0]
+        return self._compose((left, (0, 0)), (right, (0, 0)), crop)
+
+    def _compose(
+        self,
+        left: tuple[np.ndarray, tuple[int, int]],
+        right: tuple[np.ndarray, tuple[int, int]],
+        crop: np.ndarray,
+    ) -> np.ndarray:
+        """The image panel and the crop side by side, each with the mask (a block holding all
+        of it and the block's ``(row, col)``) filled and outlined."""
+        panel_w = self._panel.shape[1]
+        if self._blended is None:
+            self._blended = cv2.LUT(self._panel, _blend_lut(FILL_COLOR, ALPHA).reshape(1, 256, 3))
+        canvas = np.empty((self.height, panel_w + GAP + crop.shape[1], 3), dtype=np.uint8)
+        canvas[:, :panel_w] = self._panel
+        canvas[:, panel_w : panel_w + GAP] = 255
+        canvas[:, panel_w + GAP :] = crop
+        _overlay_block(canvas[:, :panel_w], *left, blended=self._blended)
+        _overlay_block(canvas[:, panel_w + GAP :], *right)
+        return canvas
 
 
 def render_mask_query(
@@ -425,6 +735,26 @@ def render_mask_query(
     that size. An empty mask gives the overlay alone.
     """
     return MaskRenderer(image, height=height, context=context).render(mask)
+
+
+def scale_boxes(
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    size: tuple[int, int],
+    to: tuple[int, int],
+) -> list[list[float]]:
+    """``[x, y, w, h]`` pixel boxes of an image of ``size = (W, H)``, for the image resized to
+    ``to``: each box's pixel range (as :func:`draw_boxes` covers it) scaled, and at least one
+    pixel wide and high so that no box vanishes at a small size. Empty boxes stay empty."""
+    sx, sy = to[0] / size[0], to[1] / size[1]
+    out: list[list[float]] = []
+    for x, y, w, h in np.asarray(boxes, dtype=np.float64).reshape(-1, 4).tolist():
+        if w <= 0 or h <= 0:
+            out.append([x * sx, y * sy, 0.0, 0.0])
+            continue
+        x0, y0 = round(x * sx), round(y * sy)
+        x1, y1 = max(round((x + w) * sx), x0 + 1), max(round((y + h) * sy), y0 + 1)
+        out.append([float(x0), float(y0), float(x1 - x0), float(y1 - y0)])
+    return out
 
 
 def draw_boxes(

@@ -24,13 +24,14 @@ from annotator.backends import LazyModelBackend, MaskQuery, PairQuery, Verdict
 from annotator.config import get_settings
 from annotator.errors import ModelLoadError
 from annotator.images import ensure_rgb
-from annotator.verifiers.render import MaskRenderer, draw_boxes, render_height
+from annotator.verifiers.render import MaskRenderer, draw_boxes, render_height, scale_boxes
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL.Image import Image
 
-    from annotator.vlm import VlmRuntime
+    from annotator.vlm import Picture, VlmRuntime
 
 __all__ = ["EV_ABSENT_OPTIONS", "EV_OPTIONS", "MV_OPTIONS", "Option", "VlmVerifier"]
 
@@ -138,6 +139,7 @@ class VlmVerifier(LazyModelBackend):
         self.fast_inputs = fast_inputs
         self._runtime: VlmRuntime | None = None
         self._letter_ids: dict[str, list[int]] | None = None
+        self._letter_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def load(self) -> None:
         """Load processor and model; resolve the option letters' token ids."""
@@ -148,6 +150,7 @@ class VlmVerifier(LazyModelBackend):
         runtime = VlmRuntime.load(self.source, self.device_setting, self.dtype, what="verifier")
         runtime.fast_inputs = self.fast_inputs
         self._letter_ids = _letter_token_ids(runtime.tokenizer, self.source)
+        self._letter_tables.clear()
         self._runtime = runtime
 
     def release(self) -> None:
@@ -157,7 +160,10 @@ class VlmVerifier(LazyModelBackend):
 
     def mask_inputs(self, query: MaskQuery) -> tuple[Image, str]:
         """The image and prompt the model sees for one MV query."""
-        return self._mask_inputs([query])[0]
+        from PIL import Image as PILImage
+
+        rendering, prompt = self._mask_inputs([query])[0]
+        return PILImage.fromarray(rendering, "RGB"), prompt
 
     def _render_height(self, image: Image) -> int | None:
         """The MV rendering's height for this model's image processor (see
@@ -167,30 +173,47 @@ class VlmVerifier(LazyModelBackend):
         assert self._runtime is not None
         return render_height(self._runtime.image_size(), image.size)
 
-    def _mask_inputs(self, queries: Sequence[MaskQuery]) -> list[tuple[Image, str]]:
-        """MV inputs; the masks of one image share its renderer (the image is read and scaled
-        once), and only each mask's box is decoded."""
-        renderers: dict[int, MaskRenderer] = {}
+    def _mask_inputs(self, queries: Sequence[MaskQuery]) -> list[tuple[np.ndarray, str]]:
+        """MV inputs (renderings as ``(H, W, 3)`` uint8 arrays, in query order): the masks of
+        one image are rendered together by its renderer (the image is read and scaled once,
+        the masks are never decoded at full resolution: see
+        :meth:`~annotator.verifiers.render.MaskRenderer.render_rles`)."""
+        by_image: dict[int, list[int]] = {}
+        for index, query in enumerate(queries):
+            by_image.setdefault(id(query.image), []).append(index)
+        renderings: dict[int, np.ndarray] = {}
+        for indices in by_image.values():
+            image = ensure_rgb(queries[indices[0]].image)
+            renderer = MaskRenderer(
+                image, height=self._render_height(image), context=self.crop_context
+            )
+            rendered = renderer.render_rles([queries[i].mask for i in indices])
+            renderings.update(zip(indices, rendered, strict=True))
         prompts: dict[str, str] = {}
-        out: list[tuple[Image, str]] = []
-        for query in queries:
-            renderer = renderers.get(id(query.image))
-            if renderer is None:
-                image = ensure_rgb(query.image)
-                renderer = MaskRenderer(
-                    image, height=self._render_height(image), context=self.crop_context
-                )
-                renderers[id(query.image)] = renderer
+        out: list[tuple[np.ndarray, str]] = []
+        for index, query in enumerate(queries):
+            rendering = renderings[index]
             prompt = prompts.get(query.phrase)
             if prompt is None:
                 prompt = prompts[query.phrase] = mv_prompt(query.phrase)
-            out.append((renderer.render_rle(query.mask), prompt))
+            out.append((rendering, prompt))
         return out
 
     def pair_inputs(self, query: PairQuery) -> tuple[Image, str]:
-        """The image and prompt the model sees for one EV query."""
-        boxes = [mask_ops.bbox(m) for m in query.masks]
-        return draw_boxes(ensure_rgb(query.image), boxes), ev_prompt(query.phrase, len(boxes))
+        """The image and prompt the model sees for one EV query: the boxes are drawn at the
+        size the model sees the image (the processor's own resize of it, done once per image:
+        see :meth:`~annotator.vlm.VlmRuntime.model_sized`), so a 2-pixel box stays 2 pixels
+        wide there, as MV's outlines do; at full resolution for processors that do not resize
+        in one step."""
+        self.load()
+        assert self._runtime is not None
+        image = ensure_rgb(query.image)
+        boxes = mask_ops.bboxes(query.masks)
+        prompt = ev_prompt(query.phrase, len(boxes))
+        sized = self._runtime.model_sized(image)
+        if sized is None:
+            return draw_boxes(image, boxes.tolist()), prompt
+        return draw_boxes(sized, scale_boxes(boxes, image.size, sized.size)), prompt
 
     def verify_masks(self, queries: Sequence[MaskQuery]) -> list[Verdict]:
         """MV verdicts; ``p_accept`` = P(Accept) + P(Accept as text) among the option letters."""
@@ -204,7 +227,7 @@ class VlmVerifier(LazyModelBackend):
         return self._ask(inputs, options)
 
     def option_probabilities(
-        self, images: Sequence[Image], prompts: Sequence[str], n_options: Sequence[int]
+        self, images: Sequence[Picture], prompts: Sequence[str], n_options: Sequence[int]
     ) -> list[list[float]]:
         """Per question, the softmax over its option letters of the next-token logits.
 
@@ -219,14 +242,11 @@ class VlmVerifier(LazyModelBackend):
         for start, batch in zip(range(0, len(images), self.batch_size), chunks, strict=True):
             counts = list(n_options[start : start + self.batch_size])
             logits = self._runtime.batch_logits(batch)
-            # (rows, letters): each letter's spellings' log-mass, for the whole batch at once.
-            per_letter = torch.stack(
-                [
-                    torch.logsumexp(logits[:, self._letter_ids[LETTERS[i]]], dim=1)
-                    for i in range(max(counts))
-                ],
-                dim=1,
-            )
+            # (rows, letters): each letter's spellings' log-mass, for the whole batch at once
+            # (a letter with fewer spellings is padded with -inf: no mass).
+            index, padding = self._letter_table(logits.device)
+            spelled = logits[:, index[: max(counts)]] + padding[: max(counts)]
+            per_letter = torch.logsumexp(spelled, dim=2)
             rows: list[list[float]] = [[] for _ in counts]
             for count in set(counts):  # the questions with this many options, together
                 picked = [r for r, c in enumerate(counts) if c == count]
@@ -236,8 +256,26 @@ class VlmVerifier(LazyModelBackend):
             out += rows
         return out
 
+    def _letter_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The option letters' token ids as ``(letters, spellings)`` int64, padded by repeating
+        a letter's first id, and ``(letters, spellings)`` float32: 0, or -inf at padding."""
+        import torch
+
+        assert self._letter_ids is not None
+        table = self._letter_tables.get(device)
+        if table is None:
+            ids = [self._letter_ids[letter] for letter in LETTERS]
+            width = max(len(i) for i in ids)
+            index = torch.tensor([i + [i[0]] * (width - len(i)) for i in ids], device=device)
+            padding = torch.tensor(
+                [[0.0] * len(i) + [float("-inf")] * (width - len(i)) for i in ids],
+                device=device,
+            )
+            table = self._letter_tables[device] = (index, padding)
+        return table
+
     def _ask(
-        self, inputs: Sequence[tuple[Image, str]], options: Sequence[Sequence[Option]]
+        self, inputs: Sequence[tuple[Picture, str]], options: Sequence[Sequence[Option]]
     ) -> list[Verdict]:
         if not inputs:
             return []

@@ -176,3 +176,94 @@ def test_render_height_matches_the_processor_input() -> None:
     # longest_edge: the image panel (4:3) plus a square crop is 384 wide
     assert render_height({"longest_edge": 384}, (640, 480)) == 162  # 162 * 4/3 + 4 + 162 = 382
     assert render_height({"max_pixels": 1000}, (640, 480)) is None  # unknown: full resolution
+
+
+def _masks_for(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray]:
+    """Rectangles, ragged and hole-ridden masks, the whole image, a single pixel, masks on
+    the border, an empty one."""
+    masks = []
+    for k in range(10):
+        mask = np.zeros((h, w), dtype=bool)
+        y, x = int(rng.integers(0, h - 1)), int(rng.integers(0, w - 1))
+        mask[y : y + int(rng.integers(1, h)), x : x + int(rng.integers(1, w))] = True
+        if k % 3 == 1:
+            mask &= rng.random((h, w)) < 0.8
+        masks.append(mask)
+    masks.append(rng.random((h, w)) < 0.5)
+    masks.append(np.ones((h, w), dtype=bool))
+    single = np.zeros((h, w), dtype=bool)
+    single[h - 1, w - 1] = True
+    masks.append(single)
+    masks.append(np.zeros((h, w), dtype=bool))
+    return masks
+
+
+@pytest.mark.parametrize("height", [5, 30, 48, 60, 90, 120, 200])
+@pytest.mark.parametrize("decode_above", [0.0, 0.01, float("inf")])
+def test_renderings_from_rles_are_the_renderings_of_the_masks(
+    height: int, decode_above: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All masks of an image rendered at once from their runs (never decoded at full
+    resolution) give exactly the pixels of rendering each decoded mask: shrunk (by a lot and
+    a little), at the image size, grown, cropped with and without context. So do ragged
+    masks, which are decoded (by default, those with more than one RLE character per 100
+    pixels; here also every mask, or none)."""
+    from annotator import masks as mask_ops
+    from annotator.verifiers import render
+    from annotator.verifiers.render import MaskRenderer
+
+    monkeypatch.setattr(render, "_DECODE_ABOVE", decode_above)
+
+    image = _photo()
+    masks = _masks_for(np.random.default_rng(height), 120, 160)
+    for context in (0.0, 0.5):
+        renderer = MaskRenderer(image, height=height, context=context)
+        batch = renderer.render_rles([mask_ops.encode(m) for m in masks])
+        assert len(batch) == len(masks)
+        for mask, rendered in zip(masks, batch, strict=True):
+            assert rendered.dtype == np.uint8 and rendered.shape[0] == height
+            np.testing.assert_array_equal(rendered, np.asarray(renderer.render(mask)))
+    assert renderer.render_rles([]) == []
+    with pytest.raises(ValueError, match="mask size"):
+        renderer.render_rles([mask_ops.encode(np.zeros((12, 16), bool))])
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 6])
+def test_shrunk_mask_pixels_are_those_at_least_half_covered(factor: int) -> None:
+    """Shrunk by any factor, a panel pixel is in the mask when at least half of the image
+    pixels it covers are: here whole blocks of ``factor x factor`` pixels, counted directly.
+    (Pixels the overlay touches are told apart from the image panel: every channel of this
+    image is in 100..200, which the fill and the outline always change.)"""
+    from annotator import masks as mask_ops
+    from annotator.verifiers.render import MaskRenderer
+
+    rng = np.random.default_rng(factor)
+    h, w = 72, 96
+    image = Image.fromarray(rng.integers(100, 201, (h, w, 3), dtype=np.uint8))
+    renderer = MaskRenderer(image, height=h // factor)
+    plain = renderer._panel
+    for mask in _masks_for(rng, h, w)[:-1]:
+        blocks = mask.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        expected = blocks >= 0.5
+        for rendered in (renderer.render_rles([mask_ops.encode(mask)])[0], renderer.render(mask)):
+            left = np.asarray(rendered)[:, : plain.shape[1]]
+            np.testing.assert_array_equal((left != plain).any(axis=2), expected)
+
+
+def test_scale_boxes_moves_box_pixels_to_the_resized_image() -> None:
+    from annotator.verifiers.render import scale_boxes
+
+    # 640 x 480 -> 43 x 32: x 64..192 -> 4.3..12.9 -> pixels 4..12; y 48..144 -> 3.2..9.6 -> 3..9
+    assert scale_boxes([[64, 48, 128, 96]], (640, 480), (43, 32)) == [[4.0, 3.0, 9.0, 7.0]]
+    # a box thinner than a pixel after scaling keeps one pixel; an empty one stays empty
+    assert scale_boxes([[100, 100, 3, 2], [5, 5, 0, 0]], (640, 480), (43, 32)) == [
+        [7.0, 7.0, 1.0, 1.0],
+        [5 * 43 / 640, 5 * 32 / 480, 0.0, 0.0],
+    ]
+    # drawn at the new size, the outline is where the scaled box is
+    image = Image.new("RGB", (43, 32), (0, 0, 0))
+    out = np.asarray(draw_boxes(image, scale_boxes([[64, 48, 128, 96]], (640, 480), (43, 32))))
+    red = np.asarray(BOX_COLOR)
+    assert (out[3, 4:13] == red).all() and (out[9, 4:13] == red).all()
+    assert (out[3:10, 4] == red).all() and (out[3:10, 12] == red).all()
+    assert (out[5:8, 6:11] == 0).all() and (out[10:] == 0).all()

@@ -69,16 +69,39 @@ def test_mv_p_accept_is_softmax_over_option_letters(tiny_vlm: str) -> None:
     assert verifier.verify_masks([]) == []
 
 
-def test_ev_renders_boxes_and_uses_absent_question_without_masks(tiny_vlm: str) -> None:
+def _processor_resized(verifier: VlmVerifier, image: Image.Image) -> np.ndarray:
+    """``image`` as the verifier's image processor resizes it, (H, W, 3) uint8."""
+    assert verifier._runtime is not None
+    ip = verifier._runtime.processor.image_processor
+    channels_first = np.asarray(image).transpose(2, 0, 1)
+    return ip.resize(image=channels_first, size=ip.size, resample=ip.resample).transpose(1, 2, 0)
+
+
+def test_ev_draws_boxes_at_the_model_size_and_uses_absent_question_without_masks(
+    tiny_vlm: str,
+) -> None:
+    """The EV image is the processor's own resize of the photo (shortest edge 32: 40 x 30 ->
+    42 x 32) with the boxes drawn on it at that size, 2 pixels wide there."""
     covered = PairQuery(_image(3), "dog", [_rle(5, 5, 20, 15), _rle(22, 10, 38, 28)])
     absent = PairQuery(_image(4), "cat", [])
     with VlmVerifier(tiny_vlm) as verifier:
         image, prompt = verifier.pair_inputs(covered)
         pixels = np.asarray(image)
-        assert (pixels[5, 5:20] == BOX_COLOR).all() and (pixels[10, 22:38] == BOX_COLOR).all()
+        plain = _processor_resized(verifier, covered.image)
+        assert pixels.shape == plain.shape == (32, 42, 3)
+        # Box 1: x 5..20 -> 5.25..21 (columns 5..20), y 5..15 -> 5.3..16 (rows 5..15);
+        # box 2: x 22..38 -> 23.1..39.9 (23..39), y 10..28 -> 10.7..29.9 (11..29).
+        outline = np.zeros((32, 42), dtype=bool)
+        for x0, y0, x1, y1 in ((5, 5, 21, 16), (23, 11, 40, 30)):
+            outline[y0:y1, x0:x1] = True
+            outline[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = False
+        assert (pixels[outline] == BOX_COLOR).all()
+        np.testing.assert_array_equal(pixels[~outline], plain[~outline])
         assert "2 red box(es)" in prompt and "F. " in prompt
         absent_image, absent_prompt = verifier.pair_inputs(absent)
-        np.testing.assert_array_equal(np.asarray(absent_image), np.asarray(absent.image))
+        np.testing.assert_array_equal(
+            np.asarray(absent_image), _processor_resized(verifier, absent.image)
+        )
         assert "really absent" in absent_prompt and "E. " not in absent_prompt
         verdicts = verifier.verify_pairs([covered, absent])
         for (img, prm), options, verdict in zip(
@@ -90,6 +113,48 @@ def test_ev_renders_boxes_and_uses_absent_question_without_masks(tiny_vlm: str) 
             probs = _manual_option_probs(verifier, img, prm, len(options))
             assert verdict.p_accept == pytest.approx(probs[0], abs=1e-4)
             assert verdict.label in {o.label for o in options}
+
+
+def test_ev_draws_at_full_resolution_for_processors_that_do_not_resize_in_one_step(
+    tiny_vlm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annotator.vlm import VlmRuntime
+
+    monkeypatch.setattr(VlmRuntime, "model_sized", lambda self, image: None)
+    covered = PairQuery(_image(3), "dog", [_rle(5, 5, 20, 15), _rle(22, 10, 38, 28)])
+    with VlmVerifier(tiny_vlm) as verifier:
+        pixels = np.asarray(verifier.pair_inputs(covered)[0])
+    assert pixels.shape == (30, 40, 3)
+    assert (pixels[5, 5:20] == BOX_COLOR).all() and (pixels[10, 22:38] == BOX_COLOR).all()
+
+
+def test_a_photo_is_resized_once_for_its_caption_and_its_ev_questions(
+    tiny_vlm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image processor's resize of a photo is kept per image object: the captioner and
+    the EV questions of the same photo (on one worker) resize it once."""
+    from annotator import vlm as vlm_module
+    from annotator.miners.captioner import VlmCaptioner
+
+    photo = _image(30, 64, 48)
+    with VlmVerifier(tiny_vlm) as verifier, VlmCaptioner(tiny_vlm, max_new_tokens=2) as captioner:
+        calls: list[tuple[int, int]] = []
+        original = vlm_module._pil_resize
+
+        def counted(image: Image.Image, *args: object) -> object:
+            calls.append(image.size)
+            return original(image, *args)
+
+        captioner.caption([_image(31, 64, 48)])  # the prompt learnt (a processor call)
+        monkeypatch.setattr(vlm_module, "_pil_resize", counted)
+        captioner.caption([photo])
+        queries = [PairQuery(photo, "dog", [_rle(5, 5, 20, 15, h=48, w=64)]),
+                   PairQuery(photo, "cat", [])]  # fmt: skip
+        verifier.verify_pairs(queries)
+        verifier.pair_inputs(queries[0])
+        assert calls == [(64, 48)]
+        verifier.pair_inputs(PairQuery(_image(30, 64, 48), "dog", []))  # same pixels, new image
+        assert len(calls) == 2
 
 
 # ------------------------------------------------------- model inputs without the processor
@@ -131,7 +196,10 @@ def test_fast_inputs_are_exactly_the_processors(tiny_vlm: str) -> None:
         assert runtime is not None and runtime.fast_inputs
         mv = [verifier.mask_inputs(q) for q in queries]
         ev = [verifier.pair_inputs(q) for q in pairs]
-        for inputs in (mv, ev, mv[:1], [mv[0], ev[0], mv[3]]):
+        # Photos the processor resizes (as captions send them): resized by its own resize
+        # step, then the numpy steps.
+        photos = [(_image(14, 50, 40), "Describe this photo ."), (_image(15, 20, 60), "Describe")]
+        for inputs in (mv, ev, mv[:1], [mv[0], ev[0], mv[3]], photos, [photos[0], mv[1]]):
             images, prompts = [i for i, _ in inputs], [p for _, p in inputs]
             _assert_same_inputs(
                 runtime.encode(images, prompts), runtime.encode_with_processor(images, prompts)
@@ -148,10 +216,14 @@ def test_fast_inputs_are_exactly_the_processors(tiny_vlm: str) -> None:
         assert verifier._runtime is not None and not verifier._runtime.fast_inputs
 
 
-def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str) -> None:
-    """A processor that resizes to a fixed size without cropping: the pixels come from its
-    image part (not rebuilt in numpy), the token ids from the cache; still its exact tensors."""
+@pytest.mark.parametrize("setting", ["fixed size", "padded"])
+def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str, setting: str) -> None:
+    """A processor that resizes to a fixed size without cropping (the resize and the numpy
+    steps rebuilt), or one that pads to a square first (the pixels from its image part): the
+    token ids from the cache; either way its exact tensors."""
     import copy
+
+    import torch
 
     from annotator.vlm import FastInputs, _numpy_pixels
 
@@ -159,15 +231,26 @@ def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str) -> Non
         assert verifier._runtime is not None
         processor = copy.deepcopy(verifier._runtime.processor)
     image_processor = processor.image_processor
-    image_processor.size = {"height": 32, "width": 32}
-    image_processor.do_center_crop = False
-    image_processor.image_mean = 0.5
+    if setting == "fixed size":
+        image_processor.size = {"height": 32, "width": 32}
+        image_processor.do_center_crop = False
+        image_processor.image_mean = 0.5
+    else:
+        image_processor.do_pad = True
     images = [_image(20, 70, 32), _image(21, 33, 40)]
     texts = [
         processor.apply_chat_template(user_message(p), add_generation_prompt=True)
         for p in ("Is it a dog ?", "Is it a red cat or a dog ?")
     ]
-    assert _numpy_pixels(image_processor, images, {}) is None
+    rebuilt = _numpy_pixels(image_processor, images, {})
+    if setting == "fixed size":
+        assert rebuilt is not None
+        assert torch.equal(
+            torch.from_numpy(rebuilt),
+            processor(images=[[i] for i in images], return_tensors="pt")["pixel_values"],
+        )
+    else:
+        assert rebuilt is None
     fast = FastInputs(processor)
     for _ in range(2):  # learning the prompts, then from the cache
         out = fast.encode(images, texts, {})
