@@ -171,7 +171,7 @@ def train_starter_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path(
         "annotator/starter/sam3-shapes"
     ),
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 1500,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 5000,
     weak_steps: Annotated[
         int, typer.Option(min=0, help="Also keep the model after this many steps (<out>-weak).")
     ] = 300,
@@ -179,7 +179,7 @@ def train_starter_cmd(
     eval_scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes to measure on.")] = 200,
     images_per_batch: Annotated[int, typer.Option(min=1)] = 8,
     phrases_per_image: Annotated[int, typer.Option(min=1)] = 4,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-4,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,

@@ -17,11 +17,26 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from annotator.datasets.synthetic import make_scene
+from annotator.datasets.synthetic import COLOURS, SHAPES, TEXTURES, Scene, make_scene
 from annotator.images import ensure_rgb
 from annotator.miners.sam3 import Preprocessing
 
-__all__ = ["Batch", "Example", "batches", "resize_example", "synthetic_examples"]
+__all__ = [
+    "SYNTHETIC_ATTRIBUTE_CLASSES",
+    "Batch",
+    "Example",
+    "attribute_maps",
+    "batches",
+    "resize_example",
+    "synthetic_examples",
+]
+
+# Classes per attribute map of a synthetic example (background + the world's values).
+SYNTHETIC_ATTRIBUTE_CLASSES: tuple[int, ...] = (
+    len(COLOURS) + 1,
+    len(SHAPES) + 1,
+    len(TEXTURES) + 1,
+)
 
 
 @dataclass
@@ -30,11 +45,14 @@ class Example:
 
     ``pixels``: ``(S, S, 3)`` uint8, the image as ``Preprocessing`` resizes it (before
     normalisation). ``phrases``: ``(phrase, masks)`` with ``masks`` ``(G, S, S)`` bool; ``G = 0``
-    for a negative phrase.
+    for a negative phrase. ``attributes``: where the source knows what each pixel shows (the
+    synthetic world does), ``(A, S, S)`` uint8 class maps, one per attribute (colour, shape,
+    texture; 0 = background), for the trainer's dense auxiliary loss; ``None`` otherwise.
     """
 
     pixels: np.ndarray
     phrases: list[tuple[str, np.ndarray]]
+    attributes: np.ndarray | None = None
 
     @property
     def positives(self) -> list[int]:
@@ -92,19 +110,42 @@ def synthetic_examples(
             (p, scene.masks_of(p)) for p in scene.positives
         ]
         phrases += [(p, []) for p in scene.negatives]
-        examples.append(resize_example(scene.image, phrases, preprocessing))
+        example = resize_example(scene.image, phrases, preprocessing)
+        example.attributes = attribute_maps(scene, example.pixels.shape[:2])
+        examples.append(example)
     return examples
+
+
+def attribute_maps(scene: Scene, size: tuple[int, int]) -> np.ndarray:
+    """``(3, H, W)`` uint8: per pixel, the colour, shape and texture index (+ 1; 0 where no
+    object is visible) of the object it shows, resized (nearest) to ``size``."""
+    colours, shapes, textures = list(COLOURS), list(SHAPES), list(TEXTURES)
+    maps = np.zeros((3, *scene.size), dtype=np.uint8)
+    for obj in scene.objects:
+        maps[0][obj.mask] = colours.index(obj.colour) + 1
+        maps[1][obj.mask] = shapes.index(obj.shape) + 1
+        maps[2][obj.mask] = textures.index(obj.texture) + 1
+    if tuple(size) != scene.size:
+        maps = np.stack(
+            [
+                np.asarray(Image.fromarray(m).resize(size[::-1], Image.Resampling.NEAREST))
+                for m in maps
+            ]
+        )
+    return maps
 
 
 @dataclass
 class Batch:
     """Model inputs and targets: ``pixels`` ``(B, 3, S, S)`` normalised float32; ``rows``: per
-    image-phrase row, its image index in the batch, phrase and ``(G, S, S)`` float32 masks."""
+    image-phrase row, its image index in the batch, phrase and ``(G, S, S)`` float32 masks;
+    ``attributes``: ``(B, A, S, S)`` int64 class maps when every image of the batch has them."""
 
     pixels: torch.Tensor
     image_index: torch.Tensor
     phrases: list[str]
     masks: list[torch.Tensor]
+    attributes: torch.Tensor | None = None
 
 
 def _normalise(pixels: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -142,11 +183,15 @@ def batches(
         image_index: list[int] = []
         phrases: list[str] = []
         masks: list[torch.Tensor] = []
+        attributes: list[np.ndarray] = []
         for b, k in enumerate(chosen):
             example = examples[int(k)]
             flipped = flip and bool(rng.random() < 0.5)
             image = example.pixels[:, ::-1] if flipped else example.pixels
             pixels.append(_normalise(np.ascontiguousarray(image), preprocessing))
+            if example.attributes is not None:
+                maps = example.attributes[:, :, ::-1] if flipped else example.attributes
+                attributes.append(maps)
             pos, neg = example.positives, example.negatives
             n_neg = min(len(neg), phrases_per_image // 2 if pos else phrases_per_image)
             n_pos = min(len(pos), phrases_per_image - n_neg)
@@ -163,5 +208,8 @@ def batches(
             image_index=torch.tensor(image_index, dtype=torch.long),
             phrases=phrases,
             masks=masks,
+            attributes=torch.from_numpy(np.stack(attributes)).long()
+            if len(attributes) == len(chosen)
+            else None,
         )
         step += 1

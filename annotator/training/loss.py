@@ -18,11 +18,24 @@ the phrase in the image at all?) and a semantic map (``semantic_seg`` ``(N, 1, h
 
 Scores at inference are ``sigmoid(logit) * sigmoid(presence)``, so the presence term teaches
 recognition (is the concept there?) and the query terms teach localisation, as in the paper.
-Only the last decoder layer is supervised (the transformers model returns only its logits).
+
+3. **Auxiliary decoder layers** (``LossWeights.aux`` > 0): as in DETR and SAM 3, every earlier
+   decoder layer's logits, boxes and presence are supervised too (matched on their own, by class
+   and box costs: the model predicts masks from the last layer only), each term scaled by
+   ``aux``. The transformers model returns only the last layer's outputs, so the trainer collects
+   the others (:class:`AuxOutputs`).
+4. **Dense attributes** (``LossWeights.dense`` > 0, synthetic examples only): a 1x1 convolution
+   per FPN level (:class:`AttributeHead`, a training-time head that is not part of the model
+   directory) classifies every position of the vision features by what the image shows there
+   (colour, shape, texture or background), a soft cross-entropy against each class's share of
+   the position's pixels. A phrase names a colour or texture *and a shape*; shape is what a small
+   ViT learns last from the sparse set-prediction signal, and per-pixel supervision of it is
+   cheap (the vision pass runs once per image, not per phrase).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +44,13 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
+    "AttributeHead",
+    "AuxOutputs",
     "LossWeights",
     "SetCriterion",
     "Target",
     "box_xyxy_from_masks",
+    "dense_attribute_loss",
     "dice_loss",
     "generalized_box_iou",
     "match",
@@ -75,6 +91,60 @@ class LossWeights:
     cost_dice: float = 5.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # Focusing exponent of the classification term alone (None: ``focal_gamma``). A lower one
+    # pushes confident queries further: at 2 a matched query's probability plateaus well below
+    # the 0.5 that inference and cgF1 keep.
+    class_gamma: float | None = None
+    # Scale of every earlier decoder layer's class, box and presence terms (0: last layer only).
+    aux: float = 0.0
+    # Weight of the dense attribute term (0: off; used only where examples have attribute maps).
+    dense: float = 0.0
+
+
+@dataclass(frozen=True)
+class AuxOutputs:
+    """One earlier decoder layer's predictions: ``pred_logits`` ``(N, Q)``, ``pred_boxes``
+    ``(N, Q, 4)`` normalised xyxy, ``presence_logits`` ``(N, 1)``."""
+
+    pred_logits: torch.Tensor
+    pred_boxes: torch.Tensor
+    presence_logits: torch.Tensor
+
+
+class AttributeHead(torch.nn.Module):
+    """Per FPN level, a 1x1 convolution from the vision features to the logits of every
+    attribute's classes (``classes``: how many per attribute, background included)."""
+
+    def __init__(self, channels: int, classes: Sequence[int], levels: int) -> None:
+        super().__init__()
+        self.classes = tuple(int(c) for c in classes)
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv2d(channels, sum(self.classes), kernel_size=1) for _ in range(levels)
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
+
+
+def dense_attribute_loss(
+    logits: Sequence[torch.Tensor], attributes: torch.Tensor, classes: Sequence[int]
+) -> torch.Tensor:
+    """Mean soft cross-entropy over levels and attributes: ``logits`` per level ``(B, sum(classes),
+    h, w)``; ``attributes`` ``(B, A, H, W)`` int64 class maps at image resolution, pooled to each
+    level as the share of each class in the position's pixels."""
+    total = logits[0].sum() * 0.0
+    count = 0
+    for level in logits:
+        size = (int(level.shape[-2]), int(level.shape[-1]))
+        offset = 0
+        for a, n in enumerate(classes):
+            onehot = F.one_hot(attributes[:, a], n).permute(0, 3, 1, 2).float()
+            share = F.adaptive_avg_pool2d(onehot, size)
+            log_p = F.log_softmax(level[:, offset : offset + n].float(), dim=1)
+            total = total - (share * log_p).sum(1).mean()
+            offset += n
+            count += 1
+    return total / max(count, 1)
 
 
 def box_xyxy_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -145,13 +215,13 @@ def _dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def match(
     logits: torch.Tensor,
     boxes: torch.Tensor,
-    masks: torch.Tensor,
+    masks: torch.Tensor | None,
     target: Target,
     weights: LossWeights,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching of one row: ``logits`` ``(Q,)``, ``boxes`` ``(Q, 4)``, ``masks``
-    ``(Q, h, w)`` logits against ``target``. Returns (query indices, target indices), each
-    ``(min(Q, G),)`` int64."""
+    ``(Q, h, w)`` logits (``None``: no dice cost) against ``target``. Returns (query indices,
+    target indices), each ``(min(Q, G),)`` int64."""
     if target.count == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
@@ -162,14 +232,15 @@ def match(
     cost_class = (pos - neg).expand(-1, target.count)
     cost_bbox = torch.cdist(boxes.float(), target.boxes.float(), p=1)
     cost_giou = -generalized_box_iou(boxes.float(), target.boxes.float())
-    small = F.interpolate(target.masks[None].float(), size=masks.shape[-2:], mode="bilinear")[0]
-    cost_dice = _dice_cost(masks.float().flatten(1), small.flatten(1))
     cost = (
         weights.cost_class * cost_class
         + weights.cost_bbox * cost_bbox
         + weights.cost_giou * cost_giou
-        + weights.cost_dice * cost_dice
     )
+    if masks is not None:
+        size = masks.shape[-2:]
+        small = F.interpolate(target.masks[None].float(), size=size, mode="bilinear")[0]
+        cost = cost + weights.cost_dice * _dice_cost(masks.float().flatten(1), small.flatten(1))
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return rows.astype(np.int64), cols.astype(np.int64)
 
@@ -180,9 +251,13 @@ class SetCriterion:
 
     weights: LossWeights = field(default_factory=LossWeights)
 
-    def __call__(self, outputs: object, targets: list[Target]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, outputs: object, targets: list[Target], aux: Sequence[AuxOutputs] = ()
+    ) -> dict[str, torch.Tensor]:
         """A dict of the weighted ``total`` and each unweighted term (``cls``, ``bbox``,
-        ``giou``, ``mask``, ``dice``, ``presence``, ``semantic``)."""
+        ``giou``, ``mask``, ``dice``, ``presence``, ``semantic``, and with ``weights.aux`` > 0
+        ``aux``: the earlier decoder layers' class, box and presence terms, weighted as the last
+        layer's, summed)."""
         w = self.weights
         logits: torch.Tensor = outputs.pred_logits  # type: ignore[attr-defined]
         boxes: torch.Tensor = outputs.pred_boxes  # type: ignore[attr-defined]
@@ -194,36 +269,15 @@ class SetCriterion:
             raise ValueError(f"{rows} rows of outputs but {len(targets)} targets")
         device = logits.device
         n_instances = max(sum(t.count for t in targets), 1)
-
-        cls_targets = torch.zeros_like(logits)
-        q_index: list[torch.Tensor] = []
-        t_boxes: list[torch.Tensor] = []
-        t_masks: list[torch.Tensor] = []
-        for r, target in enumerate(targets):
-            qi, ti = match(logits[r], boxes[r], masks[r], target, w)
-            if len(qi) == 0:
-                continue
-            qi_t = torch.as_tensor(qi, device=device)
-            cls_targets[r, qi_t] = 1.0
-            q_index.append(torch.stack([torch.full_like(qi_t, r), qi_t], 1))
-            ti_t = torch.as_tensor(ti)
-            t_boxes.append(target.boxes[ti_t].to(device))
-            t_masks.append(target.masks[ti_t].to(device))
-
-        terms: dict[str, torch.Tensor] = {}
-        terms["cls"] = (
-            sigmoid_focal_loss(logits.float(), cls_targets, w.focal_alpha, w.focal_gamma).sum()
-            / n_instances
+        present = torch.tensor(
+            [1.0 if t.count else 0.0 for t in targets], device=device, dtype=torch.float32
         )
+
+        terms, index, order = self._query_terms(logits, boxes, masks, targets, n_instances)
         zero = logits.sum() * 0.0
-        if q_index:
-            index = torch.cat(q_index)
-            matched_boxes = boxes[index[:, 0], index[:, 1]].float()
-            gt_boxes = torch.cat(t_boxes).float()
-            terms["bbox"] = F.l1_loss(matched_boxes, gt_boxes, reduction="sum") / n_instances
-            giou = torch.diag(generalized_box_iou(matched_boxes, gt_boxes))
-            terms["giou"] = (1 - giou).sum() / n_instances
-            gt_masks = torch.cat(t_masks).float()
+        if index is not None:
+            gt_masks = torch.cat([t.masks[o] for t, o in zip(targets, order, strict=True)])
+            gt_masks = gt_masks.to(device).float()
             matched = masks[index[:, 0], index[:, 1]].float()
             up = F.interpolate(
                 matched[:, None], size=gt_masks.shape[-2:], mode="bilinear", align_corners=False
@@ -233,11 +287,8 @@ class SetCriterion:
             ).sum() / n_instances
             terms["dice"] = dice_loss(up, gt_masks).sum() / n_instances
         else:
-            terms["bbox"] = terms["giou"] = terms["mask"] = terms["dice"] = zero
+            terms["mask"] = terms["dice"] = zero
 
-        present = torch.tensor(
-            [1.0 if t.count else 0.0 for t in targets], device=device, dtype=torch.float32
-        )
         terms["presence"] = F.binary_cross_entropy_with_logits(
             presence.float().reshape(-1), present
         )
@@ -256,6 +307,21 @@ class SetCriterion:
             )
         else:
             terms["semantic"] = zero
+        if w.aux > 0:
+            terms["aux"] = zero
+            for layer in aux:
+                layer_terms, _, _ = self._query_terms(
+                    layer.pred_logits, layer.pred_boxes, None, targets, n_instances
+                )
+                layer_presence = F.binary_cross_entropy_with_logits(
+                    layer.presence_logits.float().reshape(-1), present
+                )
+                terms["aux"] = terms["aux"] + (
+                    w.cls * layer_terms["cls"]
+                    + w.bbox * layer_terms["bbox"]
+                    + w.giou * layer_terms["giou"]
+                    + w.presence * layer_presence
+                )
         total = (
             w.cls * terms["cls"]
             + w.bbox * terms["bbox"]
@@ -265,4 +331,52 @@ class SetCriterion:
             + w.presence * terms["presence"]
             + w.semantic * terms["semantic"]
         )
+        if "aux" in terms:
+            total = total + w.aux * terms["aux"]
         return {"total": total, **terms}
+
+    def _query_terms(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        masks: torch.Tensor | None,
+        targets: list[Target],
+        n_instances: int,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[torch.Tensor]]:
+        """Match every row, then the class, L1 and GIoU terms. Returns the terms, the matched
+        ``(row, query)`` pairs ``(M, 2)`` (``None`` when nothing matched) and, per row, the
+        indices of its matched instances in the same order."""
+        w = self.weights
+        device = logits.device
+        cls_targets = torch.zeros_like(logits)
+        q_index: list[torch.Tensor] = []
+        order: list[torch.Tensor] = []
+        for r, target in enumerate(targets):
+            row_masks = masks[r] if masks is not None else None
+            qi, ti = match(logits[r], boxes[r], row_masks, target, w)
+            order.append(torch.as_tensor(ti, dtype=torch.long))
+            if len(qi) == 0:
+                continue
+            qi_t = torch.as_tensor(qi, device=device)
+            cls_targets[r, qi_t] = 1.0
+            q_index.append(torch.stack([torch.full_like(qi_t, r), qi_t], 1))
+        terms: dict[str, torch.Tensor] = {
+            "cls": sigmoid_focal_loss(
+                logits.float(),
+                cls_targets,
+                w.focal_alpha,
+                w.focal_gamma if w.class_gamma is None else w.class_gamma,
+            ).sum()
+            / n_instances
+        }
+        if not q_index:
+            terms["bbox"] = terms["giou"] = logits.sum() * 0.0
+            return terms, None, order
+        index = torch.cat(q_index)
+        matched_boxes = boxes[index[:, 0], index[:, 1]].float()
+        gt_boxes = torch.cat([t.boxes[o] for t, o in zip(targets, order, strict=True)])
+        gt_boxes = gt_boxes.to(device).float()
+        terms["bbox"] = F.l1_loss(matched_boxes, gt_boxes, reduction="sum") / n_instances
+        giou = torch.diag(generalized_box_iou(matched_boxes, gt_boxes))
+        terms["giou"] = (1 - giou).sum() / n_instances
+        return terms, index, order

@@ -4,7 +4,8 @@
 :data:`STARTER_SIZE` with a tokenizer for the world's words, trained on synthetic scenes (seeds
 ``0 .. scenes - 1``), a snapshot after ``weak_steps`` steps kept as the deliberately weaker
 checkpoint the flywheel demo starts round 2 from, and both measured on the held-out scenes
-(seeds from :data:`~annotator.training.evaluate.HELD_OUT_SEED`) with :func:`annotator.metrics.cgf1`.
+(seeds from :data:`~annotator.training.evaluate.HELD_OUT_SEED`) with :func:`annotator.metrics.cgf1`,
+after each has its operating point calibrated on other scenes (:func:`calibrate_model`).
 The figures go to ``metrics.json`` beside the model directories.
 """
 
@@ -24,14 +25,22 @@ import torch
 
 from annotator.datasets.synthetic import vocabulary
 from annotator.miners.sam3 import Preprocessing
+from annotator.training.calibrate import (
+    apply_operating_point,
+    calibration_scenes,
+    fit_operating_point,
+)
 from annotator.training.checkpoint import ModelSize, new_model_dir
-from annotator.training.data import synthetic_examples
+from annotator.training.data import SYNTHETIC_ATTRIBUTE_CLASSES, synthetic_examples
 from annotator.training.evaluate import evaluate_scenes, held_out_scenes
+from annotator.training.loss import LossWeights
 from annotator.training.trainer import StepReport, TrainSettings, train
 
 __all__ = [
     "STARTER_SIZE",
+    "STARTER_WEIGHTS",
     "StarterResult",
+    "calibrate_model",
     "evaluate_model",
     "record_check",
     "train_starter",
@@ -51,15 +60,24 @@ STARTER_SIZE = ModelSize(
     queries=16,
     # With the usual 0.02 this narrow, post-norm model passes almost nothing of its inputs to
     # the presence and class heads at first (presence logits vary by ~1e-6 across images and
-    # phrases), and learning to recognise a phrase stalls; 0.15 gives them signal from step 0
-    # (but saturates the DETR attention at random positions: see ModelSize.attention_init).
-    initializer_range=0.15,
+    # phrases), and learning to recognise a phrase stalls; 0.15 everywhere saturates the DETR
+    # attention at random positions. 0.06, with the DETR query/key projections at 0.25, lets
+    # both recognition and attention learn (docs/benchmarks.md "Starter model").
+    initializer_range=0.06,
+    attention_init=0.25,
 )
+# The starter's loss: the classification term balanced (alpha 0.5) and less focused (gamma 1)
+# so matched queries become confident enough for the 0.5 score threshold, and the dense
+# attribute term (colour, shape, texture per position of the vision features), which the
+# synthetic world can supervise exactly.
+STARTER_WEIGHTS = LossWeights(focal_alpha=0.5, class_gamma=1.0, dense=1.0)
 # Synthetic scenes are drawn at the model's input size (no resize between them).
 SCENE_SIZE = STARTER_SIZE.image_size
 HELD_OUT_SCENES = 200
 # A smaller fixed set the test suite re-measures the shipped model on.
 CHECK_SCENES = 40
+# Scenes the operating point is fitted on (neither trained nor measured on).
+CALIBRATION_SCENES = 100
 
 
 @dataclass
@@ -111,7 +129,15 @@ def train_starter(
             init,
             examples,
             out,
-            TrainSettings(**{**settings.__dict__, "steps": steps, "snapshot_steps": snapshots}),
+            TrainSettings(
+                **{
+                    **settings.__dict__,
+                    "steps": steps,
+                    "snapshot_steps": snapshots,
+                    "weights": STARTER_WEIGHTS,
+                    "attribute_classes": SYNTHETIC_ATTRIBUTE_CLASSES,
+                }
+            ),
             resume=resume,
             progress=progress,
             metadata={"source": f"synthetic scenes 0..{scenes - 1}", "command": command},
@@ -125,6 +151,9 @@ def train_starter(
                 shutil.rmtree(weak)
             produced.rename(weak)
     train_s = time.monotonic() - began
+    calibration = {"model": calibrate_model(out, device=settings.device)}
+    if weak is not None and weak.exists():
+        calibration["weak"] = calibrate_model(weak, device=settings.device)
     metrics: dict[str, Any] = {
         "command": command,
         "steps": steps,
@@ -137,7 +166,12 @@ def train_starter(
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}",
         "size": STARTER_SIZE.as_dict(),
+        "lr": settings.lr,
+        "weights": {
+            k: v for k, v in STARTER_WEIGHTS.__dict__.items() if v != getattr(LossWeights(), k)
+        },
         "params": _params(out),
+        "calibration": calibration,
         "model": evaluate_model(out, eval_scenes),
     }
     if weak is not None and weak.exists():
@@ -145,6 +179,14 @@ def train_starter(
     metrics["check"] = evaluate_model(out, CHECK_SCENES)
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return StarterResult(out=out, weak=weak, metrics=metrics)
+
+
+def calibrate_model(model_dir: Path, scenes: int = CALIBRATION_SCENES, device: str = "cpu") -> dict:
+    """Fit the operating point of ``model_dir`` on the calibration scenes and write it into its
+    weights (:mod:`annotator.training.calibrate`); returns what was applied."""
+    point = fit_operating_point(model_dir, calibration_scenes(scenes, SCENE_SIZE), device=device)
+    apply_operating_point(model_dir, point)
+    return point.as_dict()
 
 
 def record_check(model_dir: Path, scenes: int = 40) -> dict[str, Any]:

@@ -20,14 +20,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from annotator import modeling
 from annotator.miners.sam3 import Preprocessing, _image_processor_config
 from annotator.training.data import Batch, Example, batches
-from annotator.training.loss import LossWeights, SetCriterion, Target, box_xyxy_from_masks
+from annotator.training.loss import (
+    AttributeHead,
+    AuxOutputs,
+    LossWeights,
+    SetCriterion,
+    Target,
+    box_xyxy_from_masks,
+    dense_attribute_loss,
+)
 
 __all__ = ["StepReport", "TrainResult", "TrainSettings", "load_for_training", "train"]
 
@@ -53,6 +61,9 @@ class TrainSettings:
     checkpoint_every: int = 200
     snapshot_steps: tuple[int, ...] = ()
     weights: LossWeights = field(default_factory=LossWeights)
+    # Classes per attribute map of the examples (e.g. ``SYNTHETIC_ATTRIBUTE_CLASSES``) for the
+    # dense auxiliary loss (``weights.dense``); empty: no dense loss.
+    attribute_classes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,28 @@ def _targets(batch: Batch) -> list[Target]:
     return [Target(masks=m, boxes=box_xyxy_from_masks(m)) for m in batch.masks]
 
 
-def _forward(model: Any, tokenizer: Any, batch: Batch, device: torch.device) -> Any:
-    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+class Forward(NamedTuple):
+    """``outputs``: the model's outputs for the batch's rows; ``layers``: with ``aux``, every
+    decoder layer's logits, boxes and presence, first to last (the last is ``outputs``' own);
+    ``vision``: the batch's vision features (one per image)."""
+
+    outputs: Any
+    layers: list[AuxOutputs]
+    vision: Any
+
+
+def _forward(
+    model: Any, tokenizer: Any, batch: Batch, device: torch.device, *, aux: bool = False
+) -> Forward:
+    """One forward of the batch: the vision pass once per image, the detector per row.
+
+    The decoder layers' outputs are collected with hooks: the transformers model computes them
+    but returns only the last layer's."""
+    from transformers.models.sam3.modeling_sam3 import (
+        Sam3VisionEncoderOutput,
+        box_cxcywh_to_xyxy,
+        inverse_sigmoid,
+    )
 
     vision = model.get_vision_features(pixel_values=batch.pixels.to(device))
     index = batch.image_index.to(device)
@@ -115,11 +146,43 @@ def _forward(model: Any, tokenizer: Any, batch: Batch, device: torch.device) -> 
         batch.phrases, padding="max_length", truncation=True, max_length=length,
         return_tensors="pt",
     )  # fmt: skip
-    return model(
-        vision_embeds=rows,
-        input_ids=encoded["input_ids"].to(device),
-        attention_mask=encoded["attention_mask"].to(device),
-    )
+    attention_mask = encoded["attention_mask"].to(device)
+    captured: dict[str, Any] = {}
+    hooks = []
+    if aux:
+        for name in ("detr_encoder", "detr_decoder"):
+            hooks.append(
+                getattr(model, name).register_forward_hook(
+                    lambda _m, _i, out, name=name: captured.__setitem__(name, out)
+                )
+            )
+    try:
+        outputs = model(
+            vision_embeds=rows,
+            input_ids=encoded["input_ids"].to(device),
+            attention_mask=attention_mask,
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not aux:
+        return Forward(outputs, [], vision)
+    decoder, encoder = captured["detr_decoder"], captured["detr_encoder"]
+    hidden = decoder.intermediate_hidden_states  # (L, N, Q, H)
+    logits = model.dot_product_scoring(
+        decoder_hidden_states=hidden,
+        text_features=encoder.text_features,
+        text_mask=attention_mask.bool(),
+    ).squeeze(-1)
+    offsets = model.detr_decoder.box_head(hidden)
+    boxes = box_cxcywh_to_xyxy((inverse_sigmoid(decoder.reference_boxes) + offsets).sigmoid())
+    layers = [
+        AuxOutputs(
+            pred_logits=logits[k], pred_boxes=boxes[k], presence_logits=decoder.presence_logits[k]
+        )
+        for k in range(hidden.shape[0])
+    ]
+    return Forward(outputs, layers, vision)
 
 
 def save_model_dir(model: Any, tokenizer: Any, source: Path, out: Path) -> None:
@@ -163,9 +226,17 @@ def train(
     device = modeling.resolve_device(settings.device)
     model, tokenizer, preprocessing = load_for_training(init, device)
     criterion = SetCriterion(settings.weights)
+    head: AttributeHead | None = None
+    if settings.weights.dense > 0 and settings.attribute_classes:
+        fpn = int(model.config.vision_config.fpn_hidden_size)
+        levels = len(model.config.vision_config.backbone_feature_sizes)
+        head = AttributeHead(fpn, settings.attribute_classes, levels).to(device)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
+    named = list(model.named_parameters())
+    if head is not None:
+        named += [(f"attribute_head.{n}", p) for n, p in head.named_parameters()]
+    for name, param in named:
         (no_decay if param.ndim < 2 or "norm" in name or "bias" in name else decay).append(param)
     optimizer = torch.optim.AdamW(
         [
@@ -183,6 +254,8 @@ def train(
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
+        if head is not None and "attribute_head" in state:
+            head.load_state_dict(state["attribute_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
@@ -195,6 +268,7 @@ def train(
         torch.save(
             {
                 "model": model.state_dict(),
+                **({"attribute_head": head.state_dict()} if head is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
@@ -220,13 +294,20 @@ def train(
     model.train()
     for step in range(start, settings.steps):
         batch = next(stream)
-        outputs = _forward(model, tokenizer, batch, device)
-        terms = criterion(outputs, _targets(batch))
+        forward = _forward(model, tokenizer, batch, device, aux=settings.weights.aux > 0)
+        terms = criterion(forward.outputs, _targets(batch), forward.layers[:-1])
+        if head is not None and batch.attributes is not None:
+            # The levels the detector uses (the model drops the vision neck's coarsest one).
+            levels = forward.vision.fpn_hidden_states[: len(head.convs)]
+            terms["dense"] = dense_attribute_loss(
+                head(levels), batch.attributes.to(device), settings.attribute_classes
+            )
+            terms["total"] = terms["total"] + settings.weights.dense * terms["dense"]
         loss = terms["total"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for _, p in named], settings.grad_clip)
         optimizer.step()
         scheduler.step()
         value = float(loss.detach())

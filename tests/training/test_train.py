@@ -46,7 +46,7 @@ def _fixed_loss(model_dir: Path, examples: list) -> float:  # type: ignore[type-
                 flip=False)
     )  # fmt: skip
     with torch.no_grad():
-        outputs = _forward(model, tokenizer, batch, torch.device("cpu"))
+        outputs = _forward(model, tokenizer, batch, torch.device("cpu")).outputs
         return float(SetCriterion()(outputs, _targets(batch))["total"])
 
 
@@ -117,3 +117,105 @@ def test_attention_init_redraws_only_the_detr_query_and_key_projections(tmp_path
         assert float(plain[key].std()) == pytest.approx(0.02, rel=0.3), key
     others = [k for k in plain if k not in qk]
     assert all(torch.equal(plain[k], wide[k]) for k in others)
+
+
+def test_aux_outputs_are_the_decoder_layers_own_predictions(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    model_dir = new_model_dir(tmp_path / "m", vocabulary(), replace(TINY, decoder_layers=3))
+    model, tokenizer, preprocessing = load_for_training(model_dir, torch.device("cpu"))
+    model.eval()
+    examples = synthetic_examples(0, 2, preprocessing)
+    batch = next(batches(examples, preprocessing, images_per_batch=2, phrases_per_image=3, seed=1))
+    with torch.no_grad():
+        outputs, layers, _ = _forward(model, tokenizer, batch, torch.device("cpu"), aux=True)
+        plain, none, _ = _forward(model, tokenizer, batch, torch.device("cpu"))
+    assert none == [] and len(layers) == 3
+    rows, queries = outputs.pred_logits.shape
+    for layer in layers:
+        assert layer.pred_logits.shape == (rows, queries)
+        assert layer.pred_boxes.shape == (rows, queries, 4)
+        assert layer.presence_logits.shape == (rows, 1)
+    # The last layer, recomputed from the hooked decoder states, is what the model returned.
+    torch.testing.assert_close(layers[-1].pred_logits, outputs.pred_logits)
+    torch.testing.assert_close(layers[-1].pred_boxes, outputs.pred_boxes)
+    torch.testing.assert_close(layers[-1].presence_logits, outputs.presence_logits)
+    torch.testing.assert_close(plain.pred_logits, outputs.pred_logits)
+    # Earlier layers differ from the last (they are not copies of it).
+    assert not torch.allclose(layers[0].pred_boxes, layers[-1].pred_boxes)
+
+
+def test_synthetic_attribute_maps_follow_the_objects_and_the_flips(init_dir: Path) -> None:
+    import numpy as np
+
+    from annotator.datasets.synthetic import COLOURS, SHAPES, TEXTURES
+    from annotator.training.data import SYNTHETIC_ATTRIBUTE_CLASSES, attribute_maps
+
+    scene = make_scene(3, size=112)
+    maps = attribute_maps(scene, (112, 112))
+    assert maps.shape == (3, 112, 112)
+    covered = np.zeros((112, 112), dtype=bool)
+    for obj in scene.objects:
+        values = {
+            (int(a), int(b), int(c)) for a, b, c in zip(*(m[obj.mask] for m in maps), strict=True)
+        }
+        assert values == {
+            (
+                list(COLOURS).index(obj.colour) + 1,
+                list(SHAPES).index(obj.shape) + 1,
+                list(TEXTURES).index(obj.texture) + 1,
+            )
+        }
+        covered |= obj.mask
+    assert (maps[:, ~covered] == 0).all()  # background
+    assert (len(COLOURS) + 1, len(SHAPES) + 1, len(TEXTURES) + 1) == SYNTHETIC_ATTRIBUTE_CLASSES
+    # Batches carry the maps flipped with their image and masks.
+    examples = synthetic_examples(0, 6, _preprocessing(init_dir))
+    stream = batches(examples, _preprocessing(init_dir), images_per_batch=6, phrases_per_image=2,
+                     seed=3)  # fmt: skip
+    batch = next(stream)
+    assert batch.attributes is not None and batch.attributes.shape == (6, 3, 112, 112)
+    for b in range(6):
+        fg = batch.attributes[b, 0] > 0
+        rows = [r for r, i in enumerate(batch.image_index.tolist()) if i == b]
+        for r in rows:
+            if len(batch.masks[r]):  # every instance lies on object pixels
+                assert bool(fg[batch.masks[r].amax(0) > 0].all())
+
+
+def test_dense_loss_trains_its_head_and_resumes(init_dir: Path, tmp_path: Path) -> None:
+    from annotator.training.data import SYNTHETIC_ATTRIBUTE_CLASSES
+    from annotator.training.loss import LossWeights
+
+    examples = synthetic_examples(0, 3, _preprocessing(init_dir))
+    settings = TrainSettings(
+        steps=4, images_per_batch=2, phrases_per_image=2, warmup_steps=1, device="cpu",
+        checkpoint_every=2, weights=LossWeights(dense=1.0, aux=1.0),
+        attribute_classes=SYNTHETIC_ATTRIBUTE_CLASSES,
+    )  # fmt: skip
+    seen: list[StepReport] = []
+    straight = train(init_dir, examples, tmp_path / "a", settings, resume=False,
+                     progress=seen.append)  # fmt: skip
+    assert all("dense" in r.terms and r.terms["dense"] > 0 for r in seen)
+    state = torch.load(tmp_path / "a" / ".training" / "state.pt", weights_only=False)
+    assert "attribute_head" in state
+    # The head is training state, not part of the model directory.
+    names = set(load_file_keys(tmp_path / "a" / "model.safetensors"))
+    assert not any("attribute_head" in n for n in names)
+
+    def crash(report: StepReport) -> None:
+        if report.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(init_dir, examples, tmp_path / "b", settings, resume=False, progress=crash)
+    resumed = train(init_dir, examples, tmp_path / "b", settings)
+    assert resumed.resumed_from == 2
+    assert resumed.last_loss == pytest.approx(straight.last_loss, rel=1e-4)
+
+
+def load_file_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return list(handle.keys())
