@@ -7,6 +7,9 @@ another broker. Conventions (see docs/workers.md):
 - Queues: ``gpu`` (model forwards; one process per GPU) and ``cpu`` (decoding, parsing, routing).
   Each task names its queue when it is declared (``workers.tasks.task``); ``task_routes`` is
   built from those declarations, so a producer never needs to know where a task runs.
+- Priorities: a task may declare a message priority (0 first, 9 last; :data:`PRIORITY_STEPS`);
+  the router sends every message of the task with it. Stage tasks use it to run a job depth
+  first: a later stage's message is taken before an earlier stage's (``workers.tasks``).
 - ``worker_prefetch_multiplier = 1``: a worker reserves one message per process, so a slow GPU
   task never holds a queue of messages that an idle worker could have taken.
 - Late acknowledgement is a per-task choice: only idempotent tasks ack after they finish (a
@@ -30,8 +33,26 @@ GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
 
-# Filled by ``workers.tasks.task`` as tasks are declared: task name -> queue.
+# Filled by ``workers.tasks.task`` as tasks are declared: task name -> queue, and task name ->
+# message priority for the tasks that declare one.
 TASK_QUEUES: dict[str, str] = {}
+TASK_PRIORITIES: dict[str, int] = {}
+# Message priorities on the Redis transport: 0 is consumed first, 9 last; a message without a
+# priority counts as 0. kombu keeps one Redis list per queue and step (the step-0 list is the
+# queue's plain name) and a worker's BRPOP names them step by step, every queue of a step
+# before any queue of the next, so a priority orders messages across the queues a worker
+# consumes. Every step is its own level here (kombu's default folds 0-9 into 0, 3, 6 and 9).
+# Producers and workers must agree on the steps: a worker only reads the steps it knows.
+PRIORITY_STEPS = list(range(10))
+# kombu's separator between a queue's name and its priority step in the Redis list's name.
+PRIORITY_SEP = "\x06\x16"
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists holding ``queue``'s waiting messages, first-taken first (what to
+    ``LLEN`` to see a queue's backlog: the plain name holds priority 0 only)."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
 
 # The periodic tasks that ``annotator beat`` sends (declared in workers/tasks.py).
 REVIEW_SYNC_TASK = "annotator.review.sync"
@@ -41,7 +62,13 @@ BEAT_MAX_LOOP_INTERVAL_S = 30
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
     queue = TASK_QUEUES.get(name)
-    return {"queue": queue} if queue else None
+    if not queue:
+        return None
+    route: dict[str, Any] = {"queue": queue}
+    priority = TASK_PRIORITIES.get(name)
+    if priority is not None:
+        route["priority"] = priority
+    return route
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -75,6 +102,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Sweep for messages of dead workers about ten times per visibility timeout.
             "unacked_restore_interval": max(1, min(60, visibility // 10)),
             "unacked_restore_throttle": 1,
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
         },
         # A publish retries a few times over a few seconds (a Redis restart), then raises.
         "task_publish_retry": True,

@@ -42,7 +42,15 @@ from annotator.integrations import label_studio as ls
 from annotator.pipeline.runner import SYSTEMIC
 from annotator.pipeline.stages import STAGES, run_stage, run_stage_batch
 from annotator.services import jobs, review
-from workers.app import CPU_QUEUE, GPU_QUEUE, REVIEW_SYNC_TASK, TASK_QUEUES, app
+from workers.app import (
+    CPU_QUEUE,
+    GPU_QUEUE,
+    PRIORITY_STEPS,
+    REVIEW_SYNC_TASK,
+    TASK_PRIORITIES,
+    TASK_QUEUES,
+    app,
+)
 from workers.outbox import Outbox, transaction
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,7 @@ def task(
     max_retries: int = DEFAULT_MAX_RETRIES,
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
     on_give_up: GiveUp | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[..., None]], Task]:
     """Declare a Celery task; every task of the engine is declared with this decorator.
 
@@ -89,12 +98,18 @@ def task(
       ``max_retries`` times with exponential backoff and full jitter; then
       ``on_give_up(*ids, exc)`` records the failure and the error propagates. Any other error
       propagates at once: bad input is never retried.
+    - ``priority``: every message of the task is sent with it (0 is taken first, 9 last;
+      default none, which the broker takes as 0).
     """
     if queue not in (GPU_QUEUE, CPU_QUEUE):
         raise ValueError(f"unknown queue {queue!r}")
+    if priority is not None and priority not in PRIORITY_STEPS:
+        raise ValueError(f"priority {priority!r} is not one of {PRIORITY_STEPS}")
 
     def decorate(fn: Callable[..., None]) -> Task:
         TASK_QUEUES[name] = queue
+        if priority is not None:
+            TASK_PRIORITIES[name] = priority
 
         @functools.wraps(fn)
         def run(self: Task, *ids: Any) -> None:
@@ -147,6 +162,16 @@ STAGE_QUEUES: dict[str, str] = {
 }
 if set(STAGE_QUEUES) != set(STAGES):  # pragma: no cover - caught by the import in any test
     raise RuntimeError(f"STAGE_QUEUES {sorted(STAGE_QUEUES)} != STAGES {sorted(STAGES)}")
+
+
+# Depth first: a later stage's message is taken before an earlier stage's, on one queue and
+# across the queues a worker consumes, so a batch goes through caption, parse, propose, verify
+# and route before the next batch is ingested. The images a batch's stages share stay in the
+# per-process caches (decoded image, model-sized copy) between its stages, and results come out
+# while the job runs. Within a stage, messages are taken in the order they were sent.
+STAGE_PRIORITIES: dict[str, int] = {
+    stage: len(STAGES) - 1 - index for index, stage in enumerate(STAGES)
+}
 
 
 def stage_task_name(stage: str) -> str:
@@ -294,6 +319,7 @@ def _stage_task(stage: str) -> Task:
         idempotent=True,
         retry_on=(*TRANSIENT_ERRORS, AttemptFailed),
         on_give_up=give_up,
+        priority=STAGE_PRIORITIES[stage],
     )
     return declare(body)
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from annotator.config import get_settings
 from annotator.db.session import get_engine
-from workers.app import QUEUES
+from workers.app import QUEUES, queue_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("ANNOTATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -62,7 +62,8 @@ def redis_client() -> Iterator[redis.Redis]:
 
 def queued(client: redis.Redis) -> int:
     """Messages waiting in the queues plus messages delivered and not yet acknowledged."""
-    return sum(int(client.llen(q)) for q in QUEUES) + int(client.hlen("unacked"))
+    waiting = sum(int(client.llen(key)) for q in QUEUES for key in queue_keys(q))
+    return waiting + int(client.hlen("unacked"))
 
 
 @pytest.fixture

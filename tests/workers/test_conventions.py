@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from annotator.pipeline.stages import STAGES
 from tests.workers.conftest import POSTGRES_ONLY
-from workers.app import TASK_QUEUES, app, celery_config
-from workers.outbox import transaction
-from workers.tasks import STAGE_QUEUES, STAGE_TASKS, stage_task_name, task
+from workers.app import PRIORITY_STEPS, QUEUES, TASK_QUEUES, app, celery_config, queue_keys
+from workers.outbox import Outbox, transaction
+from workers.tasks import STAGE_PRIORITIES, STAGE_QUEUES, STAGE_TASKS, stage_task_name, task
 
 
 def _operational() -> OperationalError:
@@ -122,10 +122,66 @@ def test_messages_are_sent_only_after_commit(
         session.execute(text("SELECT 1"))
         outbox.add(name, 1, 2)
         raise RuntimeError("rolled back")
-    assert redis_client.llen("gpu") == 0
+    assert waiting(redis_client, "gpu") == 0
     with transaction() as (session, outbox):
         session.execute(text("SELECT 1"))
         outbox.add(name, 1, 2)
-        assert redis_client.llen("gpu") == 0  # not before COMMIT
-    assert redis_client.llen("gpu") == 1
-    assert redis_client.llen("cpu") == 0
+        assert waiting(redis_client, "gpu") == 0  # not before COMMIT
+    assert waiting(redis_client, "gpu") == 1
+    assert waiting(redis_client, "cpu") == 0
+
+
+def waiting(client: redis.Redis, queue: str) -> int:
+    return sum(int(client.llen(key)) for key in queue_keys(queue))
+
+
+def test_stage_tasks_are_sent_with_later_stages_first() -> None:
+    # Depth first: the later the stage, the sooner its message is taken (0 first).
+    priorities = [STAGE_PRIORITIES[stage] for stage in STAGES]
+    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == len(STAGES)
+    for stage in STAGES:
+        route = app.amqp.router.route({}, stage_task_name(stage), (1, 2), {})
+        assert route["priority"] == STAGE_PRIORITIES[stage]
+        assert STAGE_PRIORITIES[stage] in PRIORITY_STEPS
+    # Every priority is its own step on the Redis transport (kombu's default folds 1-2 into 0).
+    from annotator.config import Settings
+
+    options = celery_config(Settings(broker_url="redis://h:6379/0"))["broker_transport_options"]
+    assert options["priority_steps"] == PRIORITY_STEPS == list(range(10))
+    with pytest.raises(ValueError, match="priority"):
+        task("test.bad_priority", queue="cpu", idempotent=True, priority=10)
+
+
+@POSTGRES_ONLY
+def test_a_worker_takes_later_stages_first_from_redis(
+    broker_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    # Sent breadth first, as a job's tasks pile up: two ingest batches, then one batch of each
+    # later stage. A worker consuming both queues (one message at a time, as with
+    # worker_prefetch_multiplier 1 and late acks) takes them latest stage first, across the
+    # two queues, and each stage's batches in the order they were sent.
+    outbox = Outbox()
+    outbox.add(stage_task_name("ingest"), 7, 1)
+    outbox.add(stage_task_name("ingest"), 7, 2)
+    for stage in STAGES[1:]:
+        outbox.add(stage_task_name(stage), 7, 1)
+    assert outbox.flush() == 7
+    assert sum(waiting(redis_client, q) for q in QUEUES) == 7
+
+    taken: list[tuple[str, list[int]]] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        taken.append((message.headers["task"], body[0]))
+        message.ack()
+
+    queues = [app.amqp.queues[q] for q in QUEUES]
+    with (
+        app.connection_for_read() as conn,
+        conn.Consumer(queues, callbacks=[on_message], accept=["json"]) as consumer,
+    ):
+        consumer.qos(prefetch_count=1)
+        while len(taken) < 7:
+            conn.drain_events(timeout=5)
+    expected = [(stage_task_name(s), [7, 1]) for s in reversed(STAGES)]
+    expected.append((stage_task_name("ingest"), [7, 2]))
+    assert taken == expected
