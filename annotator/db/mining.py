@@ -167,6 +167,26 @@ def _column_default(
     return lambda: process(function(None))
 
 
+def _key_arrays(
+    table: Table, keys: tuple[str, ...], dialect: Any
+) -> tuple[list[Any], list[str], list[tuple[str, Callable[[Any], Any] | None]]] | None:
+    """For the rows' keys, in order: their columns, ``CAST(%(c<i>)b AS type[])`` parameters
+    and ``(key, bind processor)`` pairs; ``None`` when a key is not a column of ``table`` or
+    its type has no array type."""
+    found: list[Any] = []
+    casts: list[str] = []
+    columns: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for i, key in enumerate(keys):
+        column = table.c.get(key)
+        array = None if column is None else _array_type(column, dialect)
+        if column is None or array is None:
+            return None
+        found.append(column)
+        casts.append(f"CAST(%(c{i})b AS {array})")
+        columns.append((key, _bind_processor(column, dialect)))
+    return found, casts, columns
+
+
 @functools.lru_cache(maxsize=128)
 def _unnest_insert(
     table: Table, keys: tuple[str, ...], conflict: tuple[str, ...], where: str | None
@@ -179,18 +199,12 @@ def _unnest_insert(
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
-    names: list[str] = []
-    casts: list[str] = []
-    columns: list[tuple[str, Callable[[Any], Any] | None]] = []
+    given = _key_arrays(table, keys, dialect)
+    if given is None:
+        return None
+    names = [column.name for column in given[0]]
+    casts, columns = given[1], given[2]
     defaults: list[Callable[[], Any]] = []
-    for i, key in enumerate(keys):
-        column = table.c.get(key)
-        array = None if column is None else _array_type(column, dialect)
-        if column is None or array is None:
-            return None
-        names.append(column.name)
-        casts.append(f"CAST(%(c{i})b AS {array})")
-        columns.append((key, _bind_processor(column, dialect)))
     for column in table.c:
         if column.name in names or column.default is None or column.primary_key:
             continue
@@ -849,19 +863,16 @@ def _unnest_update(table: Table, keys: tuple[str, ...]) -> _Unnest | None:
     quote = dialect.identifier_preparer.quote
     if "id" not in keys or len(table.primary_key.columns) != 1 or "id" not in table.c:
         return None
-    casts: list[str] = []
-    sets: list[str] = []
-    columns: list[tuple[str, Callable[[Any], Any] | None]] = []
+    given = _key_arrays(table, keys, dialect)
+    if given is None:
+        return None
+    casts, columns = given[1], given[2]
+    sets = [
+        f"{quote(column.name)} = v.c{i}"
+        for i, (key, column) in enumerate(zip(keys, given[0], strict=True))
+        if key != "id"
+    ]
     defaults: list[Callable[[], Any]] = []
-    for i, key in enumerate(keys):
-        column = table.c.get(key)
-        array = None if column is None else _array_type(column, dialect)
-        if column is None or array is None:
-            return None
-        casts.append(f"CAST(%(c{i})b AS {array})")
-        columns.append((key, _bind_processor(column, dialect)))
-        if key != "id":
-            sets.append(f"{quote(column.name)} = v.c{i}")
     for column in table.c:
         if column.name in keys or column.onupdate is None:
             continue

@@ -144,7 +144,6 @@ def fit_operating_point(
 def apply_operating_point(model_dir: Path, point: OperatingPoint) -> None:
     """Write ``point`` into the weights of ``model_dir`` (in place) and record it in
     ``<model_dir>/calibration.json``."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     path = model_dir / "model.safetensors"
@@ -154,10 +153,9 @@ def apply_operating_point(model_dir: Path, point: OperatingPoint) -> None:
     missing = [k for k in (bias, weight, proj_bias) if k not in tensors]
     if missing:
         raise ValueError(f"{model_dir} is not a SAM 3 checkpoint with {', '.join(missing)}")
-    with torch.no_grad():
-        tensors[bias] = tensors[bias] + point.presence_shift
-        tensors[weight] = tensors[weight] * point.class_scale
-        tensors[proj_bias] = tensors[proj_bias] * point.class_scale
+    tensors[bias] = tensors[bias] + point.presence_shift
+    tensors[weight] = tensors[weight] * point.class_scale
+    tensors[proj_bias] = tensors[proj_bias] * point.class_scale
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     tmp.replace(path)
