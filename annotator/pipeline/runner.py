@@ -1,11 +1,15 @@
 """The embedded runner: a job's stages in this process, one transaction per stage item.
 
 With no ``ANNOTATOR_BROKER_URL`` this is how ``annotator mine`` runs a job, on SQLite or
-PostgreSQL: the same stage functions the Celery tasks wrap, in stage order (every image's ingest,
-then every image's caption, ...), so each model is used in long runs and hard negatives see the
-whole job's vocabulary. Each batch of up to ``batch_size`` images of one stage commits on its
-own (an unexpected error rolls the batch back and its images run one by one); a crash loses at
-most the batch in flight, and ``annotator jobs resume`` picks up the rest.
+PostgreSQL: the same stage functions the Celery tasks wrap, **depth first**, as the workers run
+them (docs/workers.md): a batch of up to ``batch_size`` images goes through its next stages
+(ingest, caption, parse, propose, verify, route) before the next batch starts, so results come
+out while the job runs and the per-process image caches (the decoded image, its model-sized
+copy) still hold a batch's images when propose and verify need them. Hard negatives still see
+the whole job's vocabulary: every ``parse`` finishes before any ``propose`` (the barrier of
+:func:`~annotator.services.jobs.next_items`). Each batch of one stage commits on its own (an
+unexpected error rolls the batch back and its images run one by one); a crash loses at most
+the batch in flight, and ``annotator jobs resume`` picks up the rest.
 """
 
 from __future__ import annotations
@@ -70,11 +74,17 @@ def run_job_inline(
         size = jobs.batch_size(session, job_id)
     while True:
         with session_scope(engine) as session:
-            ready = jobs.next_items(session, job_id, limit=batch)
+            # The images furthest along first (a resumed job finishes what it had started).
+            ready = jobs.next_items(session, job_id, limit=batch, latest_first=True)
         if not ready:
             break
         stopped = False
-        for stage, images in _batches(ready, size):
+        # Depth first: a stack of batches; what a batch makes ready (its images' next stage)
+        # runs before the batches below it.
+        todo = list(_batches(ready, size))[::-1]
+        while todo:
+            stage, images = todo.pop()
+            following: list[tuple[int, str]] = []
             try:
                 with session_scope(engine) as session:
                     # Checked in the batch's own transaction: a cancel stops the next batch.
@@ -83,6 +93,7 @@ def run_job_inline(
                         # Images whose attempt failed are pending again: next_items offers
                         # them on a later round, up to the job's max_attempts.
                         run_stage_batch(session, job_id, images, stage)
+                        following = jobs.ready_after_many(session, job_id, images, stage)
             except SYSTEMIC as exc:
                 _fail(engine, job_id, stage, images[0], exc)
                 report(force=True)
@@ -95,6 +106,7 @@ def run_job_inline(
                     return JobStatus.FAILED
             if stopped:
                 break
+            todo += list(_batches(following, size))[::-1]
             report()
         if stopped:
             break
@@ -106,7 +118,8 @@ def run_job_inline(
 
 
 def _batches(ready: list[tuple[int, str]], size: int) -> Iterator[tuple[str, list[int]]]:
-    """(stage, up to ``size`` image ids) in the order of ``ready``."""
+    """(stage, up to ``size`` image ids) in the order of ``ready`` (items of one stage
+    together)."""
     for stage, group in itertools.groupby(ready, key=lambda item: item[1]):
         images = [image_id for image_id, _ in group]
         for start in range(0, len(images), size):

@@ -177,17 +177,22 @@ def _barrier(config: MiningConfig, stage: str) -> bool:
     return config.hard_negatives and stage == "propose"
 
 
-def next_items(session: Session, job_id: int, limit: int | None = None) -> list[tuple[int, str]]:
+def next_items(
+    session: Session, job_id: int, limit: int | None = None, *, latest_first: bool = False
+) -> list[tuple[int, str]]:
     """Every (image id, stage) ready to run now: pending, with the image's previous stage done
-    or skipped as not needed. Earlier stages first, then by image id. Empty unless the job is
-    queued or running."""
+    or skipped as not needed. Earlier stages first (``latest_first``: later stages first, so
+    that under ``limit`` the images furthest along are offered), then by image id. Empty unless
+    the job is queued or running."""
     job = mining.get_job(session, job_id)
     if job.status not in ACTIVE:
         return []
     config = _config(job)
     stages = config.stages
     out: list[tuple[int, str]] = []
-    for i, stage in enumerate(stages):
+    order = range(len(stages) - 1, -1, -1) if latest_first else range(len(stages))
+    for i in order:
+        stage = stages[i]
         if _barrier(config, stage) and mining.unfinished_count(session, job_id, "parse"):
             continue
         room = None if limit is None else limit - len(out)

@@ -281,10 +281,19 @@ class _AreaScaler:
             ty = (y_edges[owner] - fy)[:, :, None]
             fx = np.minimum(xs.astype(np.int64), cols - 1)[:, None]
             tx = (xs - fx[:, 0])[:, None, None]
+            # The table's corners, gathered by flat index (np.take: cheaper than indexing by
+            # two index arrays, the same values).
+            stride = cols + 1
+            flat = table.reshape(-1, *table.shape[2:])
+            at = fy * stride + fx  # (X, height + 1): top-left corner
+
+            def corner(offset: int) -> np.ndarray:
+                return np.take(flat, at + offset if offset else at, axis=0)
+
             # _area_sums' operations in its order (the same values): rows, then columns;
             # differences along y, then along x.
-            left = table[fy, fx] * (1.0 - ty) + table[fy + 1, fx] * ty
-            right = table[fy, fx + 1] * (1.0 - ty) + table[fy + 1, fx + 1] * ty
+            left = corner(0) * (1.0 - ty) + corner(stride) * ty
+            right = corner(1) * (1.0 - ty) + corner(stride + 1) * ty
             along_y = np.diff(left * (1.0 - tx) + right * tx, axis=1)  # (X, height, 3)
             start = 0
             for i, edges in zip(batch, x_edges, strict=True):

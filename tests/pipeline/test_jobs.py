@@ -393,3 +393,68 @@ def test_resume_settles_a_job_stranded_after_its_last_task_committed(
         with pytest.raises(ConflictError, match="nothing left to run"):
             jobs.resume_job(session, job_id)  # a settled job still refuses
     assert table_counts(engine) == counts  # nothing ran again
+
+
+def test_the_embedded_runner_runs_a_batch_through_its_stages_before_the_next_batch(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    """Depth first: with two images per batch, the first batch goes ingest -> ... -> route
+    before the second batch is ingested (the per-process image caches are then hit); with hard
+    negatives every parse still finishes before the first propose. The rows are those of the
+    breadth-first order (checked by the batch tests above), and a resumed job offers the items
+    furthest along first."""
+    from annotator.pipeline import runner
+
+    order: list[tuple[str, tuple[int, ...]]] = []
+    original = runner.run_stage_batch
+
+    def recorded(session: object, job_id: int, images: list[int], stage: str) -> None:
+        order.append((stage, tuple(images)))
+        original(session, job_id, images, stage)  # type: ignore[arg-type]
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(runner, "run_stage_batch", recorded)
+    try:
+        add_dataset(engine, "plain", image_dir, alt_text_file)
+        config = make_config(scripted=True, captioner=False, hard_negatives=False, batch_size=2)
+        _, status = launch_job(engine, "plain", config)
+        assert status == JobStatus.DONE
+        first, second = order[0][1], order[5][1]
+        assert [stage for stage, _ in order[:5]] == [
+            "ingest",
+            "parse",
+            "propose",
+            "verify",
+            "route",
+        ]
+        assert all(images == first for _, images in order[:5])
+        assert order[5][0] == "ingest" and not set(first) & set(second)
+        assert len(order) == 10
+
+        order.clear()
+        add_dataset(engine, "negatives", image_dir, alt_text_file)
+        config = make_config(scripted=True, captioner=False, hard_negatives=True, batch_size=2)
+        _, status = launch_job(engine, "negatives", config)
+        assert status == JobStatus.DONE
+        stages = [stage for stage, _ in order]
+        assert stages[:4] == ["ingest", "parse", "ingest", "parse"]  # the barrier
+        assert stages[4:7] == ["propose", "verify", "route"]  # then depth first again
+    finally:
+        monkey.undo()
+
+    # A job with images at different stages: the latest stage is offered first.
+    add_dataset(engine, "mixed", image_dir, alt_text_file)
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(
+            session, "mixed", make_config(scripted=True, captioner=False, hard_negatives=False)
+        ).id
+        ids = [image_id for image_id, _ in jobs.next_items(session, job_id)]
+        for stage in ("ingest", "parse"):
+            run_stage(session, job_id, ids[0], stage)
+        assert jobs.next_items(session, job_id, latest_first=True) == [(ids[0], "propose")] + [
+            (i, "ingest") for i in ids[1:]
+        ]
+        assert jobs.next_items(session, job_id, limit=2, latest_first=True) == [
+            (ids[0], "propose"),
+            (ids[1], "ingest"),
+        ]

@@ -216,6 +216,49 @@ def test_fast_inputs_are_exactly_the_processors(tiny_vlm: str) -> None:
         assert verifier._runtime is not None and not verifier._runtime.fast_inputs
 
 
+def test_new_prompts_of_a_batch_are_learnt_in_one_processor_call(
+    tiny_vlm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompts a batch asks for the first time (of different lengths) are checked and
+    tokenised in one processor call; each prompt's ids are those of a processor call on it
+    alone."""
+    queries = _mv_queries()
+    with VlmVerifier(tiny_vlm) as verifier:
+        runtime = verifier._runtime
+        assert runtime is not None
+        inputs = [verifier.mask_inputs(q) for q in queries]
+        images, prompts = [i for i, _ in inputs], [p for _, p in inputs]
+        assert len(set(prompts)) == 3
+        runtime._fast = None
+        processor = runtime.processor
+        calls: list[int] = []
+
+        class Counted:
+            def __getattr__(self, name: str) -> object:
+                return getattr(processor, name)
+
+            def __call__(self, *args: object, **kwargs: object) -> object:
+                calls.append(len(kwargs.get("text") or []))  # type: ignore[arg-type]
+                return processor(*args, **kwargs)
+
+        monkeypatch.setattr(runtime, "processor", Counted())
+        runtime.encode(images, prompts)
+        assert calls == [3]
+        fast = runtime._fast
+        assert fast is not None and fast.enabled
+        for image, prompt in zip(images, prompts, strict=True):
+            alone = processor(
+                images=[[Image.fromarray(np.asarray(image))]],
+                text=[runtime.chat_text(prompt)],
+                return_tensors="pt",
+            )
+            shape = tuple(alone["pixel_values"].shape[1:])
+            learnt = fast._ids[(runtime.chat_text(prompt), shape)]
+            assert learnt.tolist() == alone["input_ids"][0].tolist()
+        runtime.encode(images, prompts)
+        assert calls == [3]  # nothing new: no processor call
+
+
 @pytest.mark.parametrize("setting", ["fixed size", "padded"])
 def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str, setting: str) -> None:
     """A processor that resizes to a fixed size without cropping (the resize and the numpy
