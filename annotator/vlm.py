@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -100,6 +100,7 @@ class VlmRuntime:
     # :meth:`_greedy`); False: always ``generate``.
     lean_decoding: bool = True
     _fast: FastInputs | None = field(default=None, init=False, repr=False)
+    _dtype: tuple[Any, torch.dtype] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(
@@ -227,8 +228,16 @@ class VlmRuntime:
     def _to_device(self, batch: Any) -> Any:
         batch = batch.to(self.device)
         if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+            batch["pixel_values"] = batch["pixel_values"].to(self.model_dtype())
         return batch
+
+    def model_dtype(self) -> torch.dtype:
+        """``model.dtype`` (its first floating-point parameter's), kept for this model object:
+        transformers walks the parameters for it on every call, once per batch here."""
+        cached = self._dtype
+        if cached is None or cached[0] is not self.model:
+            cached = self._dtype = (self.model, self.model.dtype)
+        return cached[1]
 
     def generate(
         self, images: Sequence[Image], prompts: Sequence[str], max_new_tokens: int
@@ -748,26 +757,63 @@ def _numpy_pixels(
         arrays = cropped
     if len({a.shape for a in arrays}) != 1:
         return None
-    # (B, H, W, C): the processor's element-wise steps in the same dtypes give the same
-    # values whatever the layout; transposed to (B, C, H, W) at the end.
-    batch = np.stack(arrays)
-    values: np.ndarray
-    if setting("do_rescale"):
-        # transformers' rescale: the float64 product, then float32.
-        values = (batch.astype(np.float64) * setting("rescale_factor")).astype(np.float32)
-    else:
-        values = batch.astype(np.float32)
-    if setting("do_normalize"):
-        channels = values.shape[-1]
+    table = _pixel_table(setting, arrays[0].shape[-1])
+    if table is None:
+        return None
+    # (B, C, H, W): each value is the processor's element-wise steps applied to one uint8 of
+    # one channel, so it is read off the table of all 256 levels per channel (the same float32
+    # values as running the steps on the batch, without its float64 and float32 temporaries).
+    levels = np.stack(arrays).transpose(0, 3, 1, 2)
+    out = np.empty(levels.shape, dtype=np.float32)
+    for channel in range(levels.shape[1]):
+        np.take(table[channel], levels[:, channel], out=out[:, channel])
+    return out
+
+
+# Per-channel lookup tables of the processors' rescale/normalize steps (see _pixel_table).
+_pixel_tables: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def _pixel_table(setting: Callable[[str], Any], channels: int) -> np.ndarray | None:
+    """``(channels, 256)`` float32: what the processor's ``rescale -> normalize`` steps make of
+    each uint8 level in each channel, computed by those steps (the same numpy operations in the
+    same dtypes, element-wise) on an image holding every level; ``None`` when the mean or std
+    is not one number per channel."""
+    import numpy as np
+
+    rescale, normalize = bool(setting("do_rescale")), bool(setting("do_normalize"))
+    mean = std = None
+    if normalize:
         mean = _per_channel(setting("image_mean"), channels)
         std = _per_channel(setting("image_std"), channels)
         if mean is None or std is None:
             return None
+    factor: Any = setting("rescale_factor") if rescale else None
+    key = (rescale, factor, normalize, tuple(mean or ()), tuple(std or ()), channels)
+    table = _pixel_tables.get(key)
+    if table is not None:
+        return table
+    # (1, 256, 1, C): every level in every channel, laid out as (B, H, W, C) images are.
+    levels = np.broadcast_to(
+        np.arange(256, dtype=np.uint8)[None, :, None, None], (1, 256, 1, channels)
+    )
+    values: np.ndarray
+    if rescale:
+        # transformers' rescale: the float64 product, then float32.
+        values = (levels.astype(np.float64) * factor).astype(np.float32)
+    else:
+        values = levels.astype(np.float32)
+    if normalize:
+        assert mean is not None and std is not None
         # transformers' normalize: (x - mean) / std, mean and std in the image's float dtype.
         values = (values - np.asarray(mean, dtype=values.dtype)) / np.asarray(
             std, dtype=values.dtype
         )
-    return np.ascontiguousarray(values.transpose(0, 3, 1, 2))
+    table = np.ascontiguousarray(values[0, :, 0, :].T)
+    if len(_pixel_tables) >= 16:
+        _pixel_tables.clear()
+    _pixel_tables[key] = table
+    return table
 
 
 def _height_width(size: Any) -> tuple[int | None, int | None]:

@@ -41,6 +41,7 @@ flushed). Results go in docs/benchmarks.md.
     .venv/bin/python bench/pipeline.py                      # 100 images, 640x480, 20 masks
     .venv/bin/python bench/pipeline.py --proposer random    # ragged masks (earlier tables)
     .venv/bin/python bench/pipeline.py --images 300 --size 1024x768
+    .venv/bin/python bench/pipeline.py --proposer-model /tmp/frozen/sam3-shapes
 """
 
 from __future__ import annotations
@@ -539,6 +540,14 @@ def main() -> None:
         help="starter: the shipped trained SAM 3 on synthetic scenes (compact masks); random: "
         "the tiny random-weight SAM 3 on noise images (ragged masks)",
     )
+    parser.add_argument(
+        "--proposer-model",
+        type=Path,
+        default=None,
+        help="--proposer starter: the model directory (default: the shipped starter, "
+        "annotator/starter/sam3-shapes); a frozen copy keeps before/after runs comparable "
+        "while the shipped one is retrained",
+    )
     parser.add_argument("--masks", type=int, default=20, help="masks per image (at most 20)")
     parser.add_argument("--size", default="640x480", help="image size WxH")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
@@ -578,7 +587,7 @@ def main() -> None:
 
         models = {
             "sam3": (
-                starter_model_dir()
+                (args.proposer_model or starter_model_dir())
                 if args.proposer == "starter"
                 else build_tiny_sam3(work / "sam3", seed=0)
             ),

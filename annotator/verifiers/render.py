@@ -477,6 +477,8 @@ def _overlay_block(
 
 
 _solids: dict[Color, np.ndarray] = {}
+# The largest solid image kept (pixels): larger outlines are painted by numpy indexing.
+_SOLID_PIXELS = 1 << 20
 
 
 def _solid(color: Color, height: int, width: int) -> np.ndarray:
@@ -611,7 +613,8 @@ class MaskRenderer:
         size = (self.image_height, self.image_width)
         boxes = runs.boxes.tolist()
         filled = [k for k, box in enumerate(boxes) if box[2] > box[0]]
-        out = [self._panel.copy() for _ in range(len(boxes))]  # empty masks: the image alone
+        # Empty masks: the image alone.
+        out = [self._panel if box[2] > box[0] else self._panel.copy() for box in boxes]
         if not filled:
             return out
         crops = [
@@ -625,8 +628,9 @@ class MaskRenderer:
         ]
         scaled = self._scaled_masks(runs, filled + filled, frames)
         left, right = scaled[: len(filled)], scaled[len(filled) :]
-        for i, crop in enumerate(self._crop_pixels(crops, widths)):
-            out[filled[i]] = self._compose(left[i], right[i], crop)
+        composed = self._compose_many(left, right, self._crop_pixels(crops, widths))
+        for k, rendering in zip(filled, composed, strict=True):
+            out[k] = rendering
         return out
 
     def _crop_pixels(self, crops: Sequence[Box], widths: Sequence[int]) -> list[np.ndarray]:
@@ -733,6 +737,71 @@ class MaskRenderer:
         _overlay_block(canvas[:, :panel_w], *left, blended=self._blended)
         _overlay_block(canvas[:, panel_w + GAP :], *right)
         return canvas
+
+    def _compose_many(
+        self,
+        left: Sequence[tuple[np.ndarray, tuple[int, int]]],
+        right: Sequence[tuple[np.ndarray, tuple[int, int]]],
+        crops: Sequence[np.ndarray],
+    ) -> list[np.ndarray]:
+        """:meth:`_compose` of many masks (``left[i]``, ``right[i]``, ``crops[i]``), the same
+        pixels, in a few array operations per crop width instead of a dozen calls per mask.
+
+        The renderings of one crop width are made as one stack: each mask's two panels as one
+        0/1 plane of the rendering's size followed by ``OUTLINE_WIDTH`` rows of background, so
+        eroding the whole stack at once erodes each panel as :func:`_overlay_block` does (past
+        a panel, its block, or the array is background: the gap between the panels is wider
+        than the outline, the rows below keep the planes apart); the fill is picked from the
+        blended panel and crop, then the outline (the mask less its erosion) painted over it.
+        """
+        height, panel_w = self.height, self._panel.shape[1]
+        if self._blended is None:
+            self._blended = cv2.LUT(self._panel, _blend_lut(FILL_COLOR, ALPHA).reshape(1, 256, 3))
+        out: list[np.ndarray] = [self._panel] * len(crops)
+        by_width: dict[int, list[int]] = {}
+        for i, crop in enumerate(crops):
+            by_width.setdefault(crop.shape[1], []).append(i)
+        lut = _blend_lut(FILL_COLOR, ALPHA).reshape(1, 256, 3)
+        rows, at = height + OUTLINE_WIDTH, panel_w + GAP
+        for crop_w, members in by_width.items():
+            count, width = len(members), at + crop_w
+            planes = np.zeros((count, rows, width), dtype=np.uint8)
+            for j, i in enumerate(members):
+                for (block, (y, x)), offset in ((left[i], 0), (right[i], at)):
+                    h, w = block.shape
+                    if h and w:
+                        planes[j, y : y + h, offset + x : offset + x + w] = block.view(np.uint8)
+            inside = np.ascontiguousarray(planes[:, :height]).reshape(count * height, width)
+            canvas = np.empty((count, height, width, 3), dtype=np.uint8)
+            canvas[:, :, :panel_w] = self._panel
+            canvas[:, :, panel_w:at] = 255
+            stacked = np.stack([crops[i] for i in members])
+            canvas[:, :, at:] = stacked
+            fill = np.empty_like(canvas)
+            fill[:, :, :panel_w] = self._blended
+            fill[:, :, panel_w:at] = 255
+            fill[:, :, at:] = cv2.LUT(stacked.reshape(count * height, crop_w, 3), lut).reshape(
+                stacked.shape
+            )
+            # As rows of one image: (count * height, width[, 3]); written in place.
+            flat = canvas.reshape(count * height, width, 3)
+            cv2.copyTo(fill.reshape(count * height, width, 3), inside, flat)
+            if OUTLINE_WIDTH > 0:
+                eroded = cv2.erode(
+                    planes.reshape(count * rows, width),
+                    _CROSS,
+                    iterations=OUTLINE_WIDTH,
+                    borderType=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                ).reshape(count, rows, width)[:, :height]
+                edge = cv2.subtract(inside, eroded.reshape(count * height, width))
+                if count * height * width <= _SOLID_PIXELS:
+                    cv2.copyTo(_solid(OUTLINE_COLOR, count * height, width), edge, flat)
+                else:  # not worth a cached solid image this large
+                    flat[edge.view(bool)] = OUTLINE_COLOR
+            for j, i in enumerate(members):
+                out[i] = canvas[j]
+        return out
 
 
 def render_mask_query(

@@ -228,6 +228,39 @@ def test_renderings_from_rles_are_the_renderings_of_the_masks(
         renderer.render_rles([mask_ops.encode(np.zeros((12, 16), bool))])
 
 
+@pytest.mark.parametrize("solid_pixels", [0, 1 << 30])
+def test_renderings_of_many_masks_are_composed_together_with_the_same_pixels(
+    solid_pixels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renderings of an image's masks are composed per crop width, all together (one
+    erosion of the stacked masks for the outlines): the pixels of composing each alone, for
+    crops of several widths, masks touching every border of both panels, and either way of
+    painting the outline."""
+    from annotator import masks as mask_ops
+    from annotator.verifiers import render
+    from annotator.verifiers.render import MaskRenderer
+
+    monkeypatch.setattr(render, "_SOLID_PIXELS", solid_pixels)
+    image = _photo()
+    masks = _masks_for(np.random.default_rng(7), 120, 160)
+    for edge in (
+        (slice(0, 3), slice(None)),
+        (slice(None), slice(0, 2)),
+        (slice(117, 120), slice(150, 160)),
+    ):
+        mask = np.zeros((120, 160), dtype=bool)
+        mask[edge] = True
+        masks.append(mask)
+    renderer = MaskRenderer(image, height=40)
+    rles = [mask_ops.encode(m) for m in masks]
+    runs = mask_ops.foreground_runs(rles)
+    boxes = runs.boxes.tolist()
+    crops = [render.crop_box(b, (160, 120), 0.5) for b in boxes if b[2] > b[0]]
+    assert len({render._panel_width(x1 - x0, y1 - y0, 40) for x0, y0, x1, y1 in crops}) > 1
+    for mask, rendered in zip(masks, renderer.render_runs(runs), strict=True):
+        np.testing.assert_array_equal(rendered, np.asarray(renderer.render(mask)))
+
+
 @pytest.mark.parametrize("factor", [2, 3, 4, 6])
 def test_shrunk_mask_pixels_are_those_at_least_half_covered(factor: int) -> None:
     """Shrunk by any factor, a panel pixel is in the mask when at least half of the image

@@ -305,6 +305,41 @@ def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str, settin
     assert fast.enabled
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        {},
+        {"do_rescale": False},
+        {"do_normalize": False},
+        {"do_rescale": False, "do_normalize": False},
+        {"image_mean": [0.1, 0.9, 0.3], "image_std": 0.7, "rescale_factor": 1 / 127},
+    ],
+)
+def test_numpy_pixels_per_level_tables_are_the_processors_values(
+    tiny_vlm: str, steps: dict[str, object]
+) -> None:
+    """The rescale/normalize steps read off per-channel tables of the 256 levels: bit for bit
+    the processor's float32 values, whichever steps it runs, for images of every level."""
+    import copy
+
+    import torch
+
+    from annotator.vlm import _numpy_pixels
+
+    with VlmVerifier(tiny_vlm) as verifier:
+        assert verifier._runtime is not None
+        processor = copy.deepcopy(verifier._runtime.processor)
+    image_processor = processor.image_processor
+    for name, value in steps.items():
+        setattr(image_processor, name, value)
+    every_level = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3) % 256
+    images = [Image.fromarray(every_level.astype(np.uint8)).resize((40, 32)), _image(5, 50, 32)]
+    rebuilt = _numpy_pixels(image_processor, images, {})
+    assert rebuilt is not None and rebuilt.dtype == np.float32
+    reference = processor(images=[[i] for i in images], return_tensors="pt")["pixel_values"]
+    assert torch.equal(torch.from_numpy(rebuilt), reference)
+
+
 def test_fast_inputs_turn_off_when_they_would_differ(
     tiny_vlm: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
