@@ -38,6 +38,9 @@ class PairEval:
     pred: Sequence[RLE]
     scores: Sequence[float]
     gt_crowd: Sequence[bool] | None = None
+    # Optional ``(len(pred), len(gt))`` mask IoUs of every prediction with every ground truth,
+    # when the caller scores the same masks many times (e.g. under several score thresholds).
+    ious: np.ndarray | None = None
 
 
 @dataclass
@@ -67,12 +70,16 @@ class CgF1Result:
         }
 
 
-def match_ious(gt: Sequence[RLE], pred: Sequence[RLE]) -> np.ndarray:
+def match_ious(
+    gt: Sequence[RLE], pred: Sequence[RLE], ious: np.ndarray | None = None
+) -> np.ndarray:
     """IoUs of the Hungarian one-to-one matching of ``pred`` to ``gt`` (max total IoU);
-    shape ``(min(len(pred), len(gt)),)`` float64."""
+    shape ``(min(len(pred), len(gt)),)`` float64. ``ious``: their ``(len(pred), len(gt))``
+    IoU matrix when already known."""
     if not gt or not pred:
         return np.zeros(0)
-    ious = masks.iou_matrix(pred, gt)
+    if ious is None:
+        ious = masks.iou_matrix(pred, gt)
     rows, cols = linear_sum_assignment(-ious)
     return np.asarray(ious[rows, cols], dtype=np.float64)
 
@@ -106,13 +113,18 @@ def cgf1(
     il = {"TP": 0, "TN": 0, "FP": 0, "FN": 0}
     for pair in pairs:
         crowd = list(pair.gt_crowd) if pair.gt_crowd is not None else [False] * len(pair.gt)
-        gt = [g for g, c in zip(pair.gt, crowd, strict=True) if not c]
-        pred = [p for p, s in zip(pair.pred, pair.scores, strict=True) if s >= score_threshold]
+        gt_index = [i for i, c in enumerate(crowd) if not c]
+        kept = [i for i, s in enumerate(pair.scores) if s >= score_threshold]
+        gt = [pair.gt[i] for i in gt_index]
+        pred = [pair.pred[i] for i in kept]
         has_gt, has_pred = bool(gt), bool(pred)
         il[("T" if has_gt == has_pred else "F") + ("P" if has_pred else "N")] += 1
         if not has_gt and not has_pred:
             continue
-        matched = match_ious(gt, pred)
+        known = None
+        if pair.ious is not None and gt and pred:
+            known = np.asarray(pair.ious)[np.ix_(kept, gt_index)]
+        matched = match_ious(gt, pred, known)
         tps = (matched[None, :] >= iou_thresholds[:, None]).sum(axis=1)
         tp += tps
         fn += len(gt) - tps

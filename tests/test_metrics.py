@@ -120,3 +120,24 @@ def test_eval_files_and_cli(tmp_path: Path) -> None:
     write_json(pred_path, preds)
     with pytest.raises(InvalidInputError, match=r"predictions\[0\]: image_id 999 is not a pair of"):
         evaluate_files(gt_path, pred_path)
+
+
+def test_known_ious_give_the_same_result() -> None:
+    """A caller that passes the IoU matrix (pred x gt, crowd included) gets the figures the
+    masks give, at any score threshold."""
+    g1, g2 = box(0, 0, 10, 20), box(0, 10, 10, 20)
+    preds = [box(0, 6, 10, 20), box(0, 12, 10, 18), A]
+    pairs = [
+        PairEval([g1, g2, A], preds, [0.9, 0.4, 0.6], gt_crowd=[False, False, True]),
+        PairEval([], [B], [0.45]),
+    ]
+    known = [
+        PairEval(p.gt, p.pred, p.scores, p.gt_crowd, masks.iou_matrix(p.pred, p.gt))
+        if p.gt
+        else PairEval(p.gt, p.pred, p.scores, ious=np.zeros((len(p.pred), 0)))
+        for p in pairs
+    ]
+    for threshold in (0.5, 0.42, 0.3):
+        plain = cgf1(pairs, score_threshold=threshold)
+        cached = cgf1(known, score_threshold=threshold)
+        assert cached.as_dict() == plain.as_dict() and cached.pmf1_at == plain.pmf1_at

@@ -15,8 +15,10 @@ the CPU build of torch, and doing it in torch lets the resize run on the GPU.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +35,10 @@ from annotator.images import ensure_rgb
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Sam3Model
 
-__all__ = ["Preprocessing", "Sam3Proposer"]
+__all__ = ["CALIBRATION_FILE", "Preprocessing", "Sam3Proposer", "calibrated_score_exponent"]
+
+# A model directory's score calibration (annotator.training.calibrate writes it).
+CALIBRATION_FILE = "calibration.json"
 
 # Elements (instances x pixels) upsampled at once: bounds device memory at ~256 MB of float32
 # however large the image and however many instances a phrase has.
@@ -119,6 +124,22 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+def calibrated_score_exponent(source: str) -> float:
+    """The ``score_exponent`` recorded in ``<source>/calibration.json`` (1 when ``source`` is
+    not a local directory or records none). A malformed file is an error, not a silent 1."""
+    path = Path(source) / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    try:
+        value = json.loads(path.read_text()).get("score_exponent", 1.0)
+        exponent = float(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: score_exponent must be a positive number ({exc})") from exc
+    if not exponent > 0:
+        raise ValueError(f"{path}: score_exponent must be positive, got {value!r}")
+    return exponent
+
+
 class Sam3Proposer(LazyModelBackend):
     """Every instance of each phrase in an image, from SAM 3 via transformers.
 
@@ -132,6 +153,10 @@ class Sam3Proposer(LazyModelBackend):
         score_threshold: keep instances whose ``sigmoid(logit) * presence`` exceeds this.
         mask_threshold: binarise mask probabilities (after resizing) above this.
         max_instances: keep at most this many instances per phrase (highest scores first).
+        score_exponent: report ``(sigmoid(logit) * presence) ** score_exponent`` as the score (a
+            monotone calibration: ranks are unchanged, the 0.5 point moves). ``None``: the
+            ``score_exponent`` of the model directory's ``calibration.json`` (written by
+            ``annotator train starter``, see :mod:`annotator.training.calibrate`), else 1.
 
     Use as a context manager (loads on enter; the weights stay cached for the process)::
 
@@ -151,6 +176,7 @@ class Sam3Proposer(LazyModelBackend):
         score_threshold: float = 0.5,
         mask_threshold: float = 0.5,
         max_instances: int | None = None,
+        score_exponent: float | None = None,
     ) -> None:
         settings = get_settings()
         if batch_size < 1:
@@ -161,6 +187,8 @@ class Sam3Proposer(LazyModelBackend):
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{label} must be in [0, 1], got {value}")
+        if score_exponent is not None and not score_exponent > 0:
+            raise ValueError(f"score_exponent must be positive, got {score_exponent}")
         self.source = model or settings.proposer_model
         self.device_setting = device or settings.device
         self.dtype = dtype
@@ -168,6 +196,8 @@ class Sam3Proposer(LazyModelBackend):
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
         self.max_instances = max_instances
+        self.score_exponent = score_exponent
+        self._exponent = 1.0
         self._model: Sam3Model | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._preprocessing: Preprocessing | None = None
@@ -211,6 +241,11 @@ class Sam3Proposer(LazyModelBackend):
             needs_weights=False,
         )
         self._preprocessing = Preprocessing.from_config(config)
+        self._exponent = (
+            self.score_exponent
+            if self.score_exponent is not None
+            else calibrated_score_exponent(self.source)
+        )
         self._tokenizer = tokenizer
         self._model = model
 
@@ -289,6 +324,8 @@ class Sam3Proposer(LazyModelBackend):
         """
         presence = outputs.presence_logits.float().sigmoid().squeeze(-1)  # (B,)
         scores = outputs.pred_logits.float().sigmoid() * presence[:, None]  # (B, Q)
+        if self._exponent != 1.0:
+            scores = scores.pow(self._exponent)
         scale = torch.tensor([width, height, width, height], device=scores.device)
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         for index in range(len(phrases)):

@@ -10,19 +10,25 @@ calibration on scenes it was neither trained nor measured on (seeds from
 * a **presence shift** ``delta``: added to the bias of the presence head's last layer, so every
   presence logit moves by ``delta``;
 * a **class temperature** ``scale``: the text projection of the dot-product scoring multiplied
-  by ``scale``, so every class logit is multiplied by it.
+  by ``scale``, so every class logit is multiplied by it;
+* a **score exponent** ``gamma``: the reported score is ``(sigmoid(class) x sigmoid(presence))
+  ** gamma``, so the 0.5 rule keeps what a threshold ``tau = 0.5 ** (1 / gamma)`` on the plain
+  product would. Shift and temperature cannot move the threshold on the *product* (with the
+  presence saturated, ``sigmoid(scale x class) >= 0.5`` is ``class >= 0`` whatever the scale),
+  and the dot-product logit has no bias to shift; the exponent can, and keeps every ranking.
 
 :func:`fit_operating_point` runs the model once over the calibration scenes keeping every
-query, then picks the pair ``(delta, scale)`` from a fixed grid that maximises cgF1 at the 0.5
-threshold (ties: the smallest change); :func:`apply_operating_point` writes it into a model
-directory. The result is an ordinary checkpoint: nothing at inference knows it was calibrated.
-The two adjustments cannot reproduce a lower threshold on the *product* (the starter reaches
-~13 this way, not the ~20 of a 0.2 threshold), but they keep the model's own 0.5 rule.
+query, then picks ``(delta, scale, tau)`` from a fixed grid that maximises cgF1 at the 0.5
+threshold (ties: the smallest change); :func:`apply_operating_point` writes shift and
+temperature into the weights and all three into ``calibration.json`` beside them, where the
+``sam3`` proposer reads the exponent (:func:`annotator.miners.sam3.calibrated_score_exponent`).
+A loader that ignores that file gets the shift and temperature and the plain product.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ __all__ = [
     "OperatingPoint",
     "apply_operating_point",
     "calibration_scenes",
+    "exponent_for",
     "fit_operating_point",
 ]
 
@@ -45,17 +52,21 @@ __all__ = [
 CALIBRATION_SEED = 2_000_000
 DELTAS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 SCALES: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+# Thresholds on the plain product the exponent can move the 0.5 point to.
+THRESHOLDS: tuple[float, ...] = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A presence shift and a class temperature, and the calibration cgF1 before and after."""
+    """A presence shift, a class temperature and a score exponent, and the calibration cgF1
+    before and after."""
 
     presence_shift: float
     class_scale: float
     cgf1_before: float
     cgf1_after: float
     scenes: int
+    score_exponent: float = 1.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -66,12 +77,20 @@ def calibration_scenes(count: int, size: int) -> list[Scene]:
     return [make_scene(CALIBRATION_SEED + k, size=size) for k in range(count)]
 
 
+def exponent_for(threshold: float) -> float:
+    """The score exponent that moves the 0.5 point to ``threshold`` on the plain product."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    return math.log(0.5) / math.log(threshold)
+
+
 @dataclass
 class _Pair:
     gt: list[mask_ops.RLE]
     pred: list[mask_ops.RLE]
     class_logit: np.ndarray
     presence_logit: float
+    ious: np.ndarray
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -83,7 +102,9 @@ def _collect(model_dir: Path, scenes: Sequence[Scene], device: str) -> list[_Pai
     from annotator.miners.sam3 import Sam3Proposer
 
     pairs: list[_Pair] = []
-    with Sam3Proposer(str(model_dir), device=device, score_threshold=0.0) as proposer:
+    with Sam3Proposer(
+        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0
+    ) as proposer:
         for scene in scenes:
             phrases = [*scene.positives, *scene.negatives]
             for phrase, found in zip(phrases, proposer.propose(scene.image, phrases), strict=True):
@@ -91,24 +112,33 @@ def _collect(model_dir: Path, scenes: Sequence[Scene], device: str) -> list[_Pai
                 presence = max(float(found.presence), 1e-12)
                 # score = sigmoid(class) x presence: the class probability is score / presence.
                 class_p = np.asarray(found.scores, dtype=np.float64) / presence
+                gt = mask_ops.encode_many(np.stack(instances)) if instances else []
+                pred = list(found.masks)
                 pairs.append(
                     _Pair(
-                        gt=mask_ops.encode_many(np.stack(instances)) if instances else [],
-                        pred=list(found.masks),
+                        gt=gt,
+                        pred=pred,
                         class_logit=_logit(class_p),
                         presence_logit=float(_logit(presence)),
+                        # Every grid point scores the same masks: their IoUs once.
+                        ious=mask_ops.iou_matrix(pred, gt)
+                        if gt and pred
+                        else np.zeros((len(pred), len(gt))),
                     )
                 )
     return pairs
 
 
-def _score(pairs: Sequence[_Pair], delta: float, scale: float) -> float:
+def _score(pairs: Sequence[_Pair], delta: float, scale: float, threshold: float = 0.5) -> float:
     evals = []
     for pair in pairs:
         presence = 1 / (1 + np.exp(-np.clip(pair.presence_logit + delta, -10, 10)))
         classes = 1 / (1 + np.exp(-np.clip(pair.class_logit * scale, -12, 12)))
-        evals.append(PairEval(gt=pair.gt, pred=pair.pred, scores=list(classes * presence)))
-    return cgf1(evals).cgf1
+        evals.append(
+            PairEval(gt=pair.gt, pred=pair.pred, scores=list(classes * presence), ious=pair.ious)
+        )
+    # ``product ** gamma >= 0.5`` is ``product >= threshold``.
+    return cgf1(evals, score_threshold=threshold).cgf1
 
 
 def fit_operating_point(
@@ -118,32 +148,41 @@ def fit_operating_point(
     device: str = "cpu",
     deltas: Sequence[float] = DELTAS,
     scales: Sequence[float] = SCALES,
+    thresholds: Sequence[float] = THRESHOLDS,
 ) -> OperatingPoint:
-    """The grid point ``(delta, scale)`` with the best cgF1 (score threshold 0.5) on
-    ``scenes``; ties go to the smallest change from ``(0, 1)``."""
+    """The grid point ``(delta, scale, threshold)`` with the best cgF1 (at the 0.5 rule, the
+    exponent moving it to ``threshold``) on ``scenes``; ties go to the smallest change from
+    ``(0, 1, 0.5)``."""
     pairs = _collect(model_dir, scenes, device)
     before = _score(pairs, 0.0, 1.0)
-    best = (before, 0.0, 1.0)
+
+    def change(delta: float, scale: float, threshold: float) -> float:
+        return abs(delta) + abs(scale - 1) + abs(exponent_for(threshold) - 1)
+
+    best = (before, 0.0, 1.0, 0.5)
     for delta in deltas:
         for scale in scales:
-            value = _score(pairs, delta, scale)
-            change = abs(delta) + abs(scale - 1)
-            if value > best[0] + 1e-9 or (
-                abs(value - best[0]) <= 1e-9 and change < abs(best[1]) + abs(best[2] - 1)
-            ):
-                best = (value, delta, scale)
+            for threshold in thresholds:
+                value = _score(pairs, delta, scale, threshold)
+                if value > best[0] + 1e-9 or (
+                    abs(value - best[0]) <= 1e-9
+                    and change(delta, scale, threshold) < change(*best[1:])
+                ):
+                    best = (value, delta, scale, threshold)
     return OperatingPoint(
         presence_shift=best[1],
         class_scale=best[2],
         cgf1_before=before,
         cgf1_after=best[0],
         scenes=len(scenes),
+        score_exponent=exponent_for(best[3]),
     )
 
 
 def apply_operating_point(model_dir: Path, point: OperatingPoint) -> None:
-    """Write ``point`` into the weights of ``model_dir`` (in place) and record it in
-    ``<model_dir>/calibration.json``."""
+    """Write ``point``'s shift and temperature into the weights of ``model_dir`` (in place) and
+    record it, exponent included, in ``<model_dir>/calibration.json`` (which the ``sam3``
+    proposer reads)."""
     from safetensors.torch import load_file, save_file
 
     path = model_dir / "model.safetensors"

@@ -267,3 +267,37 @@ def test_cuda_requested_without_cuda(tiny_sam3_dir: Path) -> None:
         Sam3Proposer(str(tiny_sam3_dir), device="cuda").load()
     assert modeling.resolve_device("auto") == torch.device("cpu")
     assert modeling.default_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_score_exponent_from_calibration_json(
+    tiny_sam3_dir: Path, tmp_path: Path, scene: Image.Image
+) -> None:
+    """A model directory's calibration.json sets the score exponent: scores are the plain
+    ones raised to it (same instances in the same order), and an explicit argument wins."""
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(tiny_sam3_dir, calibrated)
+    (calibrated / "calibration.json").write_text('{"presence_shift": 0, "score_exponent": 0.5}')
+    with Sam3Proposer(str(calibrated), device="cpu", score_threshold=0.0) as loaded:
+        found = loaded.propose(scene, PHRASES[:2])
+    with Sam3Proposer(
+        str(calibrated), device="cpu", score_threshold=0.0, score_exponent=1.0
+    ) as plain_proposer:
+        plain = plain_proposer.propose(scene, PHRASES[:2])
+    for exp, raw in zip(found, plain, strict=True):
+        assert len(exp.masks) == len(raw.masks) > 0
+        np.testing.assert_allclose(exp.scores, np.sqrt(raw.scores), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [('{"score_exponent": -1}', "must be positive"), ('{"score_exponent": "x"}', "number")],
+)
+def test_bad_calibration_json_is_reported(
+    tiny_sam3_dir: Path, tmp_path: Path, content: str, message: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sam3_dir, broken)
+    (broken / "calibration.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as caught, Sam3Proposer(str(broken)):
+        pass
+    assert "calibration.json" in str(caught.value)

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from annotator import masks as mask_ops
 from annotator.datasets.synthetic import vocabulary
+from annotator.metrics import PairEval, cgf1
+from annotator.miners.sam3 import Sam3Proposer
 from annotator.training.calibrate import (
     OperatingPoint,
     apply_operating_point,
     calibration_scenes,
+    exponent_for,
     fit_operating_point,
 )
 from annotator.training.checkpoint import ModelSize, new_model_dir
 from annotator.training.data import batches, synthetic_examples
+from annotator.training.evaluate import evaluate_scenes
 from annotator.training.trainer import _forward, load_for_training
 
 TINY = ModelSize(
@@ -52,13 +57,49 @@ def test_apply_shifts_presence_and_scales_class_logits(tmp_path: Path) -> None:
 def test_fit_picks_the_best_grid_point_and_never_loses(tmp_path: Path) -> None:
     model_dir = new_model_dir(tmp_path / "m", vocabulary(), TINY)
     scenes = calibration_scenes(2, 112)
-    point = fit_operating_point(model_dir, scenes, deltas=(0.0, 3.0), scales=(1.0, 2.0))
+    point = fit_operating_point(
+        model_dir, scenes, deltas=(0.0, 3.0), scales=(1.0, 2.0), thresholds=(0.5, 0.3)
+    )
     assert point.presence_shift in (0.0, 3.0) and point.class_scale in (1.0, 2.0)
+    assert point.score_exponent in (1.0, pytest.approx(exponent_for(0.3)))
     assert point.cgf1_after >= point.cgf1_before and point.scenes == 2
-    # Applying the chosen point gives the model the cgF1 the fit measured.
+    # Applying the chosen point gives the model, as the sam3 proposer loads it (the exponent
+    # from calibration.json), the cgF1 the fit measured.
     apply_operating_point(model_dir, point)
-    again = fit_operating_point(model_dir, scenes, deltas=(0.0,), scales=(1.0,))
-    assert again.cgf1_before == pytest.approx(point.cgf1_after, abs=0.5)
+    with Sam3Proposer(str(model_dir)) as proposer:
+        measured = evaluate_scenes(proposer, scenes)
+    assert measured.cgf1 == pytest.approx(point.cgf1_after, abs=0.5)
+
+
+def test_fit_moves_the_threshold_with_the_exponent(tmp_path: Path) -> None:
+    """A grid of one shift and scale: the best threshold's cgF1 is what the plain product
+    thresholded there scores, and the exponent maps that threshold to 0.5."""
+    model_dir = new_model_dir(tmp_path / "m", vocabulary(), TINY)
+    scenes = calibration_scenes(2, 112)
+    thresholds = (0.5, 0.2, 0.05)
+    point = fit_operating_point(
+        model_dir, scenes, deltas=(0.0,), scales=(1.0,), thresholds=thresholds
+    )
+    with Sam3Proposer(str(model_dir), score_exponent=1.0) as proposer:
+        pairs = []
+        for scene in scenes:
+            phrases = [*scene.positives, *scene.negatives]
+            for phrase, found in zip(phrases, proposer.propose(scene.image, phrases), strict=True):
+                gt = [mask_ops.encode(m) for m in scene.masks_of(phrase)]
+                pairs.append(PairEval(gt=gt, pred=found.masks, scores=list(found.scores)))
+    by_threshold = {t: cgf1(pairs, score_threshold=t).cgf1 for t in thresholds}
+    assert point.cgf1_after == pytest.approx(max(by_threshold.values()))
+    chosen = 0.5 ** (1 / point.score_exponent)
+    assert by_threshold[min(thresholds, key=lambda t: abs(t - chosen))] == pytest.approx(
+        point.cgf1_after
+    )
+
+
+def test_exponent_for_maps_the_threshold_to_one_half() -> None:
+    for threshold in (0.5, 0.3, 0.1):
+        assert threshold ** exponent_for(threshold) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        exponent_for(1.0)
 
 
 def test_apply_refuses_a_checkpoint_without_the_heads(tmp_path: Path) -> None:
