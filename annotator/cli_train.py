@@ -45,6 +45,7 @@ class TrainingBar:
         )
         self.task = self.progress.add_task(description, total=None, note="")
         self.smoothed: float | None = None
+        self.stage = "detector"
         # Not a terminal (a log file): a line every few steps instead of a redrawn bar.
         self.lines = not err_console.is_terminal
 
@@ -52,6 +53,9 @@ class TrainingBar:
         from annotator.training.trainer import StepReport
 
         assert isinstance(report, StepReport)
+        if report.stage != self.stage:  # a new stage (the vision warm-up, then the detector)
+            self.stage, self.smoothed = report.stage, None
+            self.progress.reset(self.task)
         self.smoothed = (
             report.loss if self.smoothed is None else 0.95 * self.smoothed + 0.05 * report.loss
         )
@@ -59,13 +63,13 @@ class TrainingBar:
             self.task,
             completed=report.step,
             total=report.steps,
-            note=f"loss {self.smoothed:.3f}  lr {report.lr:.1e}",
+            note=f"{report.stage}  loss {self.smoothed:.3f}  lr {report.lr:.1e}",
         )
         if self.lines and (report.step % 50 == 0 or report.step == report.steps):
             terms = " ".join(f"{k} {v:.3f}" for k, v in report.terms.items())
             err_console.print(
-                f"step {report.step}/{report.steps} loss {self.smoothed:.3f} ({terms}) "
-                f"lr {report.lr:.1e} {report.elapsed_s:.0f} s",
+                f"{report.stage} step {report.step}/{report.steps} loss {self.smoothed:.3f} "
+                f"({terms}) lr {report.lr:.1e} {report.elapsed_s:.0f} s",
                 highlight=False,
             )
 
@@ -171,12 +175,27 @@ def train_starter_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path(
         "annotator/starter/sam3-shapes"
     ),
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 5000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the whole model.")] = 4500,
+    vision_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="First, steps of the vision encoder alone on the dense colour/shape/texture "
+            "loss (cheap: no detector).",
+        ),
+    ] = 2500,
+    vision_images: Annotated[int, typer.Option(min=1, help="Images per vision step.")] = 16,
+    vision_lr: Annotated[
+        float, typer.Option(help="Peak learning rate of the vision steps.")
+    ] = 3e-3,
     weak_steps: Annotated[
         int, typer.Option(min=0, help="Also keep the model after this many steps (<out>-weak).")
     ] = 300,
     scenes: Annotated[int, typer.Option(min=1, help="Synthetic training scenes.")] = 3000,
     eval_scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes to measure on.")] = 200,
+    calibration_scenes: Annotated[
+        int, typer.Option(min=1, help="Separate scenes the operating point is fitted on.")
+    ] = 100,
     images_per_batch: Annotated[int, typer.Option(min=1)] = 8,
     phrases_per_image: Annotated[int, typer.Option(min=1)] = 4,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-4,
@@ -197,14 +216,16 @@ def train_starter_cmd(
 
     settings = _settings(
         images_per_batch=images_per_batch, phrases_per_image=phrases_per_image, lr=lr,
-        seed=seed, device=device, threads=threads,
+        seed=seed, device=device, threads=threads, vision_steps=vision_steps,
+        vision_images=vision_images, vision_lr=vision_lr,
     )  # fmt: skip
     assert isinstance(settings, TrainSettings)
     bar = TrainingBar("training the starter")
     with bar.progress:
         result = train_starter(
             out, steps=steps, scenes=scenes, weak_steps=weak_steps or None, settings=settings,
-            eval_scenes=eval_scenes, resume=resume, progress=bar, command=_command(),
+            eval_scenes=eval_scenes, calibration_scenes=calibration_scenes, resume=resume,
+            progress=bar, command=_command(),
         )  # fmt: skip
     m = result.metrics
     console.print(

@@ -396,6 +396,7 @@ def _retrain(engine: Any, model: Path, out: Path, settings: DemoSettings, log: L
     """Fine-tune ``model`` on every accepted label of the dataset (``train proposer``)."""
     from annotator.miners.sam3 import Preprocessing, _image_processor_config
     from annotator.training.database import dataset_examples
+    from annotator.training.starter import calibrate_model
     from annotator.training.trainer import TrainSettings, train
 
     preprocessing = Preprocessing.from_config(_image_processor_config(str(model)))
@@ -411,6 +412,14 @@ def _retrain(engine: Any, model: Path, out: Path, settings: DemoSettings, log: L
         f"{stats.negatives} negative pairs of {len(examples)} images: {settings.finetune_steps} "
         f"steps, loss {result.first_loss:.2f} -> {result.last_loss:.2f}, "
         f"{result.elapsed_s:.0f} s -> {out.name}"
+    )
+    # Its operating point, as the starter's was fitted: on separate scenes of the same world.
+    point = calibrate_model(out, device=settings.device)
+    log(
+        f"  operating point fitted on {point['scenes']} separate scenes: presence "
+        f"{point['presence_shift']:+.1f}, class x{point['class_scale']:.2f}, score exponent "
+        f"{point['score_exponent']:.2f} (cgF1 there {point['cgf1_before']:.1f} -> "
+        f"{point['cgf1_after']:.1f})"
     )
     return out
 

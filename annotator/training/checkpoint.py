@@ -144,6 +144,9 @@ class ModelSize:
     # red?") learn in ~150 steps where 0.02 stays at the prior, and with initializer 0.06 the
     # starter's held-out presence AUC went 0.50 -> 0.76 in 1500 steps; docs/benchmarks.md.
     attention_init: float | None = None
+    # The ViT's patch size in pixels (SAM 3's is 14). A smaller patch gives a finer grid (more
+    # tokens per object) and finer masks, at the cost of more positions everywhere.
+    patch: int = 14
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,11 +156,12 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
     """A ``Sam3Config`` of ``size`` for a tokenizer of ``vocab_size`` tokens."""
     from transformers import Sam3Config
 
-    if size.image_size % (14 * size.window):
+    if size.image_size % (size.patch * size.window):
         raise ValueError(
-            f"image_size {size.image_size} must be a multiple of 14 x window ({14 * size.window})"
+            f"image_size {size.image_size} must be a multiple of patch x window "
+            f"({size.patch} x {size.window} = {size.patch * size.window})"
         )
-    grid = size.image_size // 14
+    grid = size.image_size // size.patch
     common = {
         "hidden_size": size.hidden,
         "num_attention_heads": size.heads,
@@ -171,7 +175,7 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
                 **common,
                 "num_hidden_layers": size.vit_layers,
                 "image_size": size.image_size,
-                "patch_size": 14,
+                "patch_size": size.patch,
                 "window_size": size.window,
                 # The last layer attends globally, the others within windows (as SAM 3's ViT).
                 "global_attn_indexes": [size.vit_layers - 1],
@@ -221,7 +225,7 @@ def _init_attention(model: Any, std: float) -> None:
                 param.normal_(0.0, std)
 
 
-def write_processor_config(directory: Path, image_size: int) -> None:
+def write_processor_config(directory: Path, image_size: int, patch: int = 14) -> None:
     """``processor_config.json`` as ``Sam3Processor.save_pretrained`` writes it (nested)."""
     config = {
         "image_processor": {
@@ -235,7 +239,7 @@ def write_processor_config(directory: Path, image_size: int) -> None:
             "rescale_factor": 1 / 255,
             "resample": 2,
             "size": {"height": image_size, "width": image_size},
-            "mask_size": {"height": 4 * image_size // 14, "width": 4 * image_size // 14},
+            "mask_size": {"height": 4 * image_size // patch, "width": 4 * image_size // patch},
         },
         "point_pad_value": -10,
         "target_size": image_size,
@@ -263,5 +267,5 @@ def new_model_dir(
     if size.attention_init is not None:
         _init_attention(model, size.attention_init)
     model.save_pretrained(directory)
-    write_processor_config(directory, size.image_size)
+    write_processor_config(directory, size.image_size, size.patch)
     return directory

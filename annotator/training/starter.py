@@ -51,7 +51,9 @@ STARTER_SIZE = ModelSize(
     hidden=64,
     heads=4,
     mlp=128,
-    vit_layers=2,
+    # Four ViT layers: with the vision warm-up they tell shapes apart better than two
+    # (docs/benchmarks.md "Starter model"), and the vision pass is a small part of a step.
+    vit_layers=4,
     window=8,
     text_layers=1,
     text_length=8,
@@ -111,6 +113,7 @@ def train_starter(
     weak_steps: int | None,
     settings: TrainSettings,
     eval_scenes: int = HELD_OUT_SCENES,
+    calibration_scenes: int = CALIBRATION_SCENES,
     resume: bool = True,
     progress: Callable[[StepReport], None] | None = None,
     command: str = "",
@@ -151,12 +154,15 @@ def train_starter(
                 shutil.rmtree(weak)
             produced.rename(weak)
     train_s = time.monotonic() - began
-    calibration = {"model": calibrate_model(out, device=settings.device)}
+    calibration = {"model": calibrate_model(out, calibration_scenes, device=settings.device)}
     if weak is not None and weak.exists():
-        calibration["weak"] = calibrate_model(weak, device=settings.device)
+        calibration["weak"] = calibrate_model(weak, calibration_scenes, device=settings.device)
     metrics: dict[str, Any] = {
         "command": command,
         "steps": steps,
+        "vision_steps": settings.vision_steps,
+        "vision_images": settings.vision_images,
+        "vision_lr": settings.vision_lr,
         "weak_steps": weak_steps,
         "training_scenes": scenes,
         "train_wall_s": round(train_s, 1),

@@ -51,3 +51,34 @@ def test_tokenizer_spells_every_world_word_and_phrase_as_whole_tokens(tmp_path) 
     ).read_text()
     # Words outside the vocabulary still encode (characters), never fail.
     assert tokenizer("teal hexagon")["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_train_starter_command_writes_measured_calibrated_models(tmp_path) -> None:
+    """``annotator train starter`` end to end at a tiny size: the vision warm-up, the whole
+    model, the weak snapshot, both operating points and metrics.json beside them."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from annotator.cli import app
+    from annotator.miners.sam3 import Sam3Proposer
+
+    out = tmp_path / "starter" / "sam3-shapes"
+    result = CliRunner().invoke(
+        app,
+        ["train", "starter", "--out", str(out), "--steps", "3", "--vision-steps", "2",
+         "--weak-steps", "1", "--scenes", "4", "--eval-scenes", "2", "--calibration-scenes", "2",
+         "--threads", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cgF1" in result.output and "weaker snapshot" in result.output
+    metrics = json.loads((out.parent / "metrics.json").read_text())
+    assert (metrics["steps"], metrics["vision_steps"], metrics["weak_steps"]) == (3, 2, 1)
+    assert metrics["model"]["held_out_scenes"] == 2 and metrics["check"]["held_out_scenes"] == 40
+    for directory, key in ((out, "model"), (out.with_name("sam3-shapes-weak"), "weak")):
+        recorded = json.loads((directory / "calibration.json").read_text())
+        assert recorded == metrics["calibration"][key] and recorded["scenes"] == 2
+        assert recorded["score_exponent"] > 0
+        with Sam3Proposer(str(directory)) as proposer:
+            proposer.load()
+            assert proposer._exponent == recorded["score_exponent"]

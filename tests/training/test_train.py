@@ -219,3 +219,84 @@ def load_file_keys(path: Path) -> list[str]:
 
     with safe_open(str(path), framework="pt") as handle:
         return list(handle.keys())
+
+
+def test_vision_warm_up_trains_only_the_vision_encoder_and_resumes(
+    init_dir: Path, tmp_path: Path
+) -> None:
+    """``vision_steps`` first train the vision encoder alone on the dense loss (nothing else
+    of the model moves), then the detector steps run; a crash in either stage resumes to the
+    same weights as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from annotator.training.data import SYNTHETIC_ATTRIBUTE_CLASSES
+    from annotator.training.loss import LossWeights
+
+    examples = synthetic_examples(0, 3, _preprocessing(init_dir))
+    common = {
+        "images_per_batch": 2, "phrases_per_image": 2, "warmup_steps": 1, "device": "cpu",
+        "checkpoint_every": 2, "weights": LossWeights(dense=1.0),
+        "attribute_classes": SYNTHETIC_ATTRIBUTE_CLASSES, "vision_steps": 4, "vision_images": 3,
+    }  # fmt: skip
+    seen: list[StepReport] = []
+    only_vision = train(init_dir, examples, tmp_path / "v", TrainSettings(steps=0, **common),
+                        resume=False, progress=seen.append)  # fmt: skip
+    assert [(r.stage, r.step, r.steps) for r in seen] == [("vision", k, 4) for k in (1, 2, 3, 4)]
+    assert only_vision.history == []
+    before = load_file(str(init_dir / "model.safetensors"))
+    after = load_file(str(tmp_path / "v" / "model.safetensors"))
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("vision_encoder.") for k in moved)
+
+    settings = TrainSettings(steps=4, **common)
+    straight = train(init_dir, examples, tmp_path / "a", settings, resume=False)
+    assert [s for s, _ in straight.history] == [1, 2, 3, 4]
+    for stage, step in (("vision", 3), ("detector", 3)):
+        out = tmp_path / f"crash-{stage}"
+
+        def crash(report: StepReport, stage: str = stage, step: int = step) -> None:
+            if (report.stage, report.step) == (stage, step):
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(init_dir, examples, out, settings, resume=False, progress=crash)
+        resumed = train(init_dir, examples, out, settings)
+        assert resumed.resumed_from == (0 if stage == "vision" else 2)
+        ours = load_file(str(out / "model.safetensors"))
+        theirs = load_file(str(tmp_path / "a" / "model.safetensors"))
+        for key, value in theirs.items():
+            torch.testing.assert_close(ours[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_vision_warm_up_needs_the_dense_loss(init_dir: Path, tmp_path: Path) -> None:
+    examples = synthetic_examples(0, 2, _preprocessing(init_dir))
+    settings = TrainSettings(steps=1, images_per_batch=2, vision_steps=2, device="cpu")
+    with pytest.raises(ValueError, match="vision_steps needs the dense attribute loss"):
+        train(init_dir, examples, tmp_path / "x", settings, resume=False)
+
+
+def test_patch_size_sets_the_grid_and_the_mask_size(tmp_path: Path) -> None:
+    """``ModelSize.patch``: a finer patch gives a finer grid, FPN levels and masks; the image
+    size must stay a multiple of patch x window."""
+    from dataclasses import replace
+
+    from annotator.training.checkpoint import sam3_config
+
+    fine = replace(TINY, patch=7)
+    model_dir = new_model_dir(tmp_path / "fine", vocabulary(), fine)
+    processor = json.loads((model_dir / "processor_config.json").read_text())["image_processor"]
+    assert processor["mask_size"] == {"height": 64, "width": 64}
+    config = sam3_config(fine, vocab_size=vocabulary_size_for(model_dir), bos=0, eos=1)
+    assert config.vision_config.backbone_config.patch_size == 7
+    assert config.vision_config.backbone_feature_sizes[-1] == [16, 16]
+    with Sam3Proposer(str(model_dir), score_threshold=0.0) as proposer:
+        found = proposer.propose(make_scene(0, size=112).image, ["red circle"])
+    assert found[0].masks and found[0].masks[0]["size"] == [112, 112]
+    with pytest.raises(ValueError, match="multiple of patch x window"):
+        sam3_config(replace(TINY, patch=10), vocab_size=40, bos=0, eos=1)
+
+
+def vocabulary_size_for(model_dir: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(model_dir)))
