@@ -143,5 +143,5 @@ def _summary(results: list[RoundResult]) -> Table:
         "  (paper's AI-verifier rates: 6 s / 152 s)",
         [f"{r.paper_s_with / 3600:.2f} h" for r in results],
     )
-    row("MV auto-accept threshold", [r.threshold_source[:60] for r in results])
+    row("MV auto-accept threshold", [r.threshold_source[:90] for r in results])
     return table

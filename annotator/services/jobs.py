@@ -80,6 +80,7 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
     target = routing.target_precision
     if target is None:
         return config
+    why = ""
     if config.verifier.name == "calibrated" and config.verifier.model:
         from annotator.verifiers.calibrated import CalibratedVerifier
 
@@ -102,6 +103,13 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
                 }
             )
             return config.model_copy(update={"routing": fitted})
+        if report is not None and not report.reached:
+            # Say first why the verifier's own threshold is not used (its reviews were scored by
+            # other verifier versions, so the fit below usually has none).
+            why = (
+                f"calibrated verifier: target precision {report.target_precision:.3f} not "
+                f"reached on {report.n_holdout} held-out reviews; "
+            )
     from annotator.pipeline.backends import get_backends
 
     version = get_backends(config).model_version("verifier")
@@ -119,7 +127,7 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
             **routing.model_dump(),
             "accept_above": thresholds.accept_above,
             "reject_below": thresholds.reject_below,
-            "threshold_source": f"{note} (verifier {version})",
+            "threshold_source": f"{why}{note} (verifier {version})",
         }
     )
     return config.model_copy(update={"routing": fitted_routing})
