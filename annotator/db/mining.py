@@ -350,12 +350,16 @@ def set_item(
 # parameters): building an ORM UPDATE per call, and the ORM's synchronisation of the session
 # with it (no job item is loaded as an object where these run), cost more than executing it.
 _ITEMS = cast(Table, JobItem.__table__)
+# A batch's items: one job, one stage, the given images.
+_BATCH_ITEMS = (
+    _ITEMS.c.job_id == bindparam("b_job"),
+    _ITEMS.c.stage == bindparam("b_stage"),
+    _ITEMS.c.image_id.in_(bindparam("b_images", expanding=True)),
+)
 _CLAIM_ITEMS = (
     update(_ITEMS)
     .where(
-        _ITEMS.c.job_id == bindparam("b_job"),
-        _ITEMS.c.stage == bindparam("b_stage"),
-        _ITEMS.c.image_id.in_(bindparam("b_images", expanding=True)),
+        *_BATCH_ITEMS,
         _ITEMS.c.status.in_((JobItemStatus.PENDING, JobItemStatus.RUNNING)),
     )
     .values(attempts=_ITEMS.c.attempts + 1, status=JobItemStatus.RUNNING)
@@ -363,11 +367,7 @@ _CLAIM_ITEMS = (
 )
 _SET_ITEMS = (
     update(_ITEMS)
-    .where(
-        _ITEMS.c.job_id == bindparam("b_job"),
-        _ITEMS.c.stage == bindparam("b_stage"),
-        _ITEMS.c.image_id.in_(bindparam("b_images", expanding=True)),
-    )
+    .where(*_BATCH_ITEMS)
     .values(status=bindparam("b_status", type_=_ITEMS.c.status.type), error=None)
 )
 

@@ -199,6 +199,23 @@ def _forward(
     return Forward(outputs, layers, vision)
 
 
+def _adamw(
+    named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float, lr: float
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only (not on norms and biases)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in named:
+        (no_decay if param.ndim < 2 or "norm" in name or "bias" in name else decay).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+
 def _vision_warmup(
     model: Any,
     head: AttributeHead,
@@ -215,16 +232,9 @@ def _vision_warmup(
 ) -> None:
     """Steps ``start .. vision_steps - 1`` of the vision warm-up: the vision encoder and the
     attribute head on the dense loss alone (``TrainSettings.vision_steps``)."""
-    params = [*model.vision_encoder.parameters(), *head.parameters()]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=settings.vision_lr,
-    )
+    named = [*model.vision_encoder.named_parameters(), *head.named_parameters()]
+    params = [p for _, p in named]
+    optimizer = _adamw(named, settings.weight_decay, settings.vision_lr)
     total = settings.vision_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, settings, total)
@@ -320,20 +330,10 @@ def train(
         fpn = int(model.config.vision_config.fpn_hidden_size)
         levels = len(model.config.vision_config.backbone_feature_sizes)
         head = AttributeHead(fpn, settings.attribute_classes, levels).to(device)
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
     named = list(model.named_parameters())
     if head is not None:
         named += [(f"attribute_head.{n}", p) for n, p in head.named_parameters()]
-    for name, param in named:
-        (no_decay if param.ndim < 2 or "norm" in name or "bias" in name else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=settings.lr,
-    )
+    optimizer = _adamw(named, settings.weight_decay, settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, settings)
     )
