@@ -39,6 +39,7 @@ __all__ = [
     "decode_many",
     "decode_region",
     "encode",
+    "encode_column_crops",
     "encode_many",
     "foreground_runs",
     "from_brush",
@@ -176,6 +177,70 @@ def encode_many(masks: np.ndarray) -> list[RLE]:
     binary = masks.view(np.uint8) if masks.dtype == np.bool_ else (masks != 0).view(np.uint8)
     hwn = np.asfortranarray(binary.transpose(1, 2, 0))
     return [_to_rle(r) for r in mask_utils.encode(hwn)]
+
+
+def encode_column_crops(
+    crops: Sequence[np.ndarray], boxes: npt.ArrayLike, height: int, width: int
+) -> list[RLE]:
+    """Encode K masks of ``height x width`` given only their boxes' contents: the same RLEs as
+    :func:`encode_many` of the full masks, without reading the background around the boxes.
+
+    ``boxes`` is ``(K, 4)`` integer ``x0, y0, x1, y1`` (ends exclusive; a mask with no
+    foreground has an empty box, ``x1 == x0``) and ``crops[k]`` the mask's pixels inside its
+    box, column-major: ``(x1 - x0, y1 - y0)`` with ``crops[k][c, r] = mask[y0 + r, x0 + c]``
+    (bool or 0/1 uint8). Everything outside a box must be background.
+
+    COCO RLE runs through the mask column by column; between two columns of a box lie the
+    ``height - (y1 - y0)`` background rows below and above it. Each crop column is laid out with
+    one background pixel after it standing for those rows (none when the box is as tall as the
+    image), the crops one after the other with a background pixel between them; the runs'
+    boundaries in that buffer (one comparison of neighbours for all K) map back to positions in
+    the full mask, and their differences are the counts, compressed by pycocotools.
+    """
+    h, w = _check_hw(height, width)
+    k = len(crops)
+    if k == 0:
+        return []
+    box = np.asarray(boxes, dtype=np.int64).reshape(k, 4)
+    x0, y0, x1, y1 = box.T
+    cw, ch = x1 - x0, y1 - y0
+    if (x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any():
+        raise ValueError("encode_column_crops: a box lies outside the image")
+    if (cw < 0).any() or (ch < 0).any():
+        raise ValueError("encode_column_crops: a box ends before it starts")
+    stride = ch + (ch < h)
+    length = np.where(cw > 0, cw * stride, 0)
+    starts = np.cumsum(length + 1) - length  # each crop's first pixel, after its separator
+    buffer = np.zeros(int(starts[-1] + length[-1]) + 1, dtype=np.uint8)
+    for index, crop in enumerate(crops):
+        n = int(length[index])
+        if n == 0:
+            continue
+        shape = (int(cw[index]), int(ch[index]))
+        if crop.shape != shape:
+            raise ValueError(f"encode_column_crops: crop {index} is {crop.shape}, box {shape}")
+        start = int(starts[index])
+        view = buffer[start : start + n].reshape(shape[0], int(stride[index]))
+        view[:, : shape[1]] = crop
+    edges = np.flatnonzero(buffer[1:] != buffer[:-1]) + 1  # a run starts at each
+    owner = np.searchsorted(starts, edges, side="right") - 1
+    local = edges - starts[owner]
+    column, row = np.divmod(local, stride[owner])
+    position = (x0[owner] + column) * h + y0[owner] + row
+    inside = position < h * w  # a run ending at the last pixel ends with the mask
+    position, owner = position[inside], owner[inside]
+    # Each mask's run starts framed by 0 and h * w: their differences are its counts.
+    runs = np.bincount(owner, minlength=k) + 1
+    first = np.cumsum(runs + 1) - runs - 1  # where each mask's 0 goes
+    framed = np.zeros(int(first[-1] + runs[-1]) + 1, dtype=np.int64)
+    framed[np.arange(position.size) + 2 * owner + 1] = position
+    framed[first + runs] = h * w
+    counts = np.diff(framed).tolist()
+    objects = [
+        {"size": [h, w], "counts": counts[start : start + n]}
+        for start, n in zip(first.tolist(), runs.tolist(), strict=True)
+    ]
+    return [_to_rle(r) for r in mask_utils.frPyObjects(objects, h, w)]
 
 
 def decode(rle: RLE) -> BoolArray:

@@ -368,10 +368,29 @@ class VlmRuntime:
                     type(batch)({k: v[start : start + size] for k, v in batch.items()})
                     for start in range(0, n, size)
                 ]
+        if n > size:
+            self._learn_prompts(images, prompts, size)
         return [
             self.encode(images[start : start + size], prompts[start : start + size])
             for start in range(0, n, size)
         ]
+
+    def _learn_prompts(self, images: Sequence[Picture], prompts: Sequence[str], size: int) -> None:
+        """Before :meth:`encode_chunks` encodes chunk by chunk: the prompts new to the fast path
+        learnt in one processor call for the whole call (per image setting: the chunks'
+        ``do_resize``), not in one per chunk that asks a new one."""
+        if not self.fast_inputs:
+            return
+        if self._fast is None:
+            self._fast = FastInputs(self.processor)
+        groups: dict[bool, tuple[list[Picture], list[str]]] = {}
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
+            group = groups.setdefault(self._already_sized(chunk), ([], []))
+            group[0].extend(chunk)
+            group[1].extend(self.chat_text(p) for p in prompts[start : start + size])
+        for sized, (group_images, texts) in groups.items():
+            self._fast.learn(group_images, texts, {"do_resize": False} if sized else {})
 
 
 _UNSET: Any = object()
@@ -528,6 +547,32 @@ class FastInputs:
                 "pixel_values": pixels,
             }
         )
+
+    def learn(
+        self, images: Sequence[Picture], texts: Sequence[str], extra: Mapping[str, Any]
+    ) -> None:
+        """Learn the texts not known yet (on the first image asking each) in one processor
+        call, as :meth:`encode` would for a batch of them: later :meth:`encode` calls on parts
+        of these rows find them known. Does nothing where the fast path does not apply (then
+        :meth:`encode` says so)."""
+        if not self.enabled or not images or len(images) != len(texts):
+            return
+        first: dict[str, int] = {}
+        for index, text in enumerate(texts):
+            first.setdefault(text, index)
+        pixels = self.pixel_values([images[i] for i in first.values()], extra)
+        if pixels is None:
+            return
+        shape = tuple(pixels.shape[1:])
+        new = [j for j, text in enumerate(first) if (text, shape) not in self._ids]
+        if new:
+            candidates = list(first.items())
+            self._learn(
+                [images[candidates[j][1]] for j in new],
+                [candidates[j][0] for j in new],
+                extra,
+                pixels[new],
+            )
 
     def pixel_values(self, images: Sequence[Picture], extra: Mapping[str, Any]) -> Any | None:
         """``(B, C, H, W)`` float32 pixel values of the images, as the processor makes them."""

@@ -154,6 +154,8 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
 
     original_call = torch.nn.Module.__call__
     original_encode = mask_ops.encode_many
+    # RLE from the masks' boxes, where this version of the code encodes that way.
+    original_crops = getattr(mask_ops, "encode_column_crops", None)
     original_run_stage = tasks_module.run_stage
     original_run_batch = tasks_module.run_stage_batch
     depth = threading.local()
@@ -198,6 +200,8 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
         setattr(cls, name, timed(method, slot, cpu_slot))
     torch.nn.Module.__call__ = timed_call  # type: ignore[method-assign]
     mask_ops.encode_many = timed(original_encode, "rle_s")
+    if original_crops is not None:
+        mask_ops.encode_column_crops = timed(original_crops, "rle_s")
     tasks_module.run_stage = timed(original_run_stage, "stage_fn_s")
     tasks_module.run_stage_batch = timed(original_run_batch, "stage_fn_s")
     task_prerun.connect(recorder.on_prerun, weak=False)
@@ -207,6 +211,8 @@ def instrumented(recorder: Recorder) -> Iterator[None]:
     finally:
         torch.nn.Module.__call__ = original_call  # type: ignore[method-assign]
         mask_ops.encode_many = original_encode
+        if original_crops is not None:
+            mask_ops.encode_column_crops = original_crops
         tasks_module.run_stage = original_run_stage
         tasks_module.run_stage_batch = original_run_batch
         for cls, name, method, *_ in methods:
@@ -221,7 +227,8 @@ def _device_methods() -> list[tuple[type, str, Any]]:
     from annotator.miners import sam3
 
     found: list[tuple[type, str]] = [(sam3.Preprocessing, "__call__")]
-    found += [(sam3.Sam3Proposer, n) for n in ("_host_masks",) if hasattr(sam3.Sam3Proposer, n)]
+    names = ("_host_masks", "_host_crops")
+    found += [(sam3.Sam3Proposer, n) for n in names if hasattr(sam3.Sam3Proposer, n)]
     return [(cls, n, getattr(cls, n)) for cls, n in found]
 
 

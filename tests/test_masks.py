@@ -714,3 +714,69 @@ def test_from_brush_errors() -> None:
     payload = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
     with pytest.raises(M.MaskFormatError, match="does not fit a byte"):
         M.from_brush(payload, 1, 1)
+
+
+def _column_crops(stack: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each mask's box (x0, y0, x1, y1; empty ``0, 0, 0, 0``) and column-major crop."""
+    columns = np.ascontiguousarray(stack.transpose(0, 2, 1))
+    crops, boxes = [], []
+    for plane in columns:
+        xs, ys = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        box = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1) if xs.size else (0, 0, 0, 0)
+        boxes.append(box)
+        crops.append(plane[box[0] : box[2], box[1] : box[3]])
+    return crops, np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (5, 9), (9, 5), (480, 640)])
+def test_encode_column_crops_equals_encode_many(shape: tuple[int, int]) -> None:
+    h, w = shape
+    rng = np.random.default_rng(h * 1000 + w)
+    stacks = [
+        np.zeros((3, h, w), dtype=bool),  # empty
+        np.ones((3, h, w), dtype=bool),  # full
+        rng.random((4, h, w)) < 0.5,  # noise
+        rng.random((4, h, w)) < 0.01,  # sparse
+    ]
+    single = np.zeros((2, h, w), dtype=bool)
+    single[0, rng.integers(h), rng.integers(w)] = True
+    single[1, h - 1, w - 1] = True
+    borders = np.zeros((1, h, w), dtype=bool)
+    borders[0, 0, :] = borders[0, -1, :] = borders[0, :, 0] = borders[0, :, -1] = True
+    bands = np.zeros((3, h, w), dtype=bool)
+    bands[0, :, w // 2 :] = True  # full height, to the right edge
+    bands[1, h // 2 :, :] = True  # full width, to the bottom
+    bands[2, :, : max(1, w // 3)] = True  # full height from the left edge
+    blobs = np.zeros((6, h, w), dtype=bool)
+    for plane in blobs:
+        y0, y1 = sorted(rng.integers(0, h + 1, 2))
+        x0, x1 = sorted(rng.integers(0, w + 1, 2))
+        plane[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.9
+    stacks += [single, borders, bands, blobs]
+    mixed = np.concatenate(stacks)
+    for stack in [*stacks, mixed]:
+        crops, boxes = _column_crops(stack)
+        assert M.encode_column_crops(crops, boxes, h, w) == M.encode_many(stack)
+        # Crops given as 0/1 uint8: the same.
+        assert M.encode_column_crops([c.view(np.uint8) for c in crops], boxes, h, w) == (
+            M.encode_many(stack)
+        )
+    full = np.ones((1, h, w), dtype=bool)
+    loose = [np.ascontiguousarray(full[0].T)]
+    assert M.encode_column_crops(loose, [[0, 0, w, h]], h, w) == M.encode_many(full)
+    assert M.encode_column_crops([], np.zeros((0, 4)), h, w) == []
+
+
+def test_encode_column_crops_loose_boxes_and_bad_input() -> None:
+    rng = np.random.default_rng(7)
+    stack = np.zeros((2, 20, 30), dtype=bool)
+    stack[0, 5:9, 3:12] = rng.random((4, 9)) < 0.7
+    stack[1, 0:3, 25:30] = True
+    columns = stack.transpose(0, 2, 1)
+    boxes = np.array([[1, 2, 15, 12], [20, 0, 30, 20]])  # holding background around the masks
+    crops = [columns[k, x0:x1, y0:y1] for k, (x0, y0, x1, y1) in enumerate(boxes)]
+    assert M.encode_column_crops(crops, boxes, 20, 30) == M.encode_many(stack)
+    with pytest.raises(ValueError, match="outside"):
+        M.encode_column_crops(crops, [[1, 2, 15, 12], [20, 0, 31, 20]], 20, 30)
+    with pytest.raises(ValueError, match="crop 0"):
+        M.encode_column_crops([crops[0][1:], crops[1]], boxes, 20, 30)

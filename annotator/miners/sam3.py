@@ -4,8 +4,9 @@ Per image: one vision forward (``get_vision_features``), then the phrases go thr
 detector in batches of ``batch_size`` that share the image's vision embeddings (expanded, not
 copied). Post-processing stays on the device: scores are ``sigmoid(logit) * sigmoid(presence)``
 (as ``Sam3Processor.post_process_instance_segmentation`` computes them), low-resolution mask
-probabilities are resized to the original image and thresholded there, and only the bool masks
-of kept instances travel to the host, where they become COCO RLE.
+probabilities are resized to the original image and thresholded there, each mask's box is found
+there, and only the boxes and their pixels (of kept instances) travel to the host, where they
+become COCO RLE.
 
 Preprocessing reimplements ``Sam3ImageProcessor`` (resize to the checkpoint's square size,
 bilinear with antialiasing, rescale, normalise) with plain torch, from the checkpoint's own
@@ -362,26 +363,30 @@ class Sam3Proposer(LazyModelBackend):
     def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:
         """``(K, h, w)`` mask logits -> K RLEs at ``height x width``.
 
-        Probabilities are resized and thresholded on the device, a few instances at a time
-        (:meth:`_host_masks`), so only bool masks reach the host, where they are encoded.
+        Probabilities are resized and thresholded on the device, a few instances at a time,
+        and each mask's box found there (:meth:`_host_crops`), so only the boxes' contents
+        reach the host, where they are encoded (the same RLE as the full masks').
         """
         if logits.shape[0] == 0:
             return []
         step = max(1, _UPSAMPLE_BUDGET // (height * width))
         rles: list[mask_ops.RLE] = []
         for start in range(0, logits.shape[0], step):
-            rles.extend(
-                mask_ops.encode_many(self._host_masks(logits[start : start + step], height, width))
-            )
+            crops, boxes = self._host_crops(logits[start : start + step], height, width)
+            rles.extend(mask_ops.encode_column_crops(crops, boxes, height, width))
         return rles
 
-    def _host_masks(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
-        """``(K, h, w)`` mask logits -> ``(K, height, width)`` bool masks on the host.
+    def _host_crops(
+        self, logits: torch.Tensor, height: int, width: int
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """``(K, h, w)`` mask logits -> each ``height x width`` bool mask's box and the box's
+        pixels on the host (see :func:`annotator.masks.encode_column_crops`).
 
         The tensor work of post-processing, on the model's device: sigmoid, bilinear resize (as
-        the transformers post-processing does) and threshold; then the copy to the host. The
-        threshold writes the masks column-major (``(K, width, height)``), the layout COCO RLE
-        encodes from, so the host encodes them without another copy.
+        the transformers post-processing does) and threshold, written column-major
+        (``(K, width, height)``), the layout COCO RLE runs in; each mask's box, from the
+        low-resolution probabilities (below); and the copy of the boxes and their contents
+        (column-major crops) to the host: not the whole masks.
         """
         probabilities = logits.float().sigmoid()
         resized = F.interpolate(
@@ -391,8 +396,51 @@ class Sam3Proposer(LazyModelBackend):
             (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
         )
         torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
-        # (K, width, height) C-ordered, seen as (K, height, width): Fortran-ordered masks.
-        return columns.cpu().numpy().transpose(0, 2, 1)
+        # A resized probability is a convex combination of (at most) 2 x 2 neighbouring
+        # low-resolution ones, so it exceeds the threshold only next to one that reaches it
+        # (less a margin for rounding): each mask's box, found on the small probabilities and
+        # widened to the output pixels that read them, holds all its foreground (and some
+        # background, which the encoding skips). No pass over the full-size masks.
+        candidates = probabilities >= self.mask_threshold - 1e-3
+        boxes = torch.cat(
+            [
+                _reach(_extent(candidates.any(dim=1)), probabilities.shape[2], width),
+                _reach(_extent(candidates.any(dim=2)), probabilities.shape[1], height),
+            ],
+            dim=1,
+        )
+        host_boxes = boxes[:, [0, 2, 1, 3]].cpu().numpy()  # x0, y0, x1, y1
+        crops = [
+            columns[k, x0:x1, y0:y1].cpu().numpy()
+            for k, (x0, y0, x1, y1) in enumerate(host_boxes.tolist())
+        ]
+        return crops, host_boxes
+
+
+def _reach(extent: torch.Tensor, size: int, out: int) -> torch.Tensor:
+    """``(K, 2)`` first / end index of low-resolution pixels along an axis of ``size`` ->
+    the output pixels (of ``out``) whose bilinear resize (``align_corners=False``) reads one
+    of them: output ``i`` reads source ``floor(s)`` and ``floor(s) + 1`` (clamped) with
+    ``s = (i + 0.5) * size / out - 0.5``, so it reads ``[first, end)`` when ``first - 1 <= s <
+    end``; one more output pixel each side for rounding. Empty stays ``0, 0``."""
+    ratio = size / out
+    first = torch.floor((extent[:, 0] - 0.5) / ratio - 0.5).long() - 1
+    end = torch.ceil((extent[:, 1] + 0.5) / ratio - 0.5).long() + 2
+    empty = extent[:, 1] == 0
+    first = torch.where(empty, 0, first.clamp(0, out))
+    end = torch.where(empty, 0, end.clamp(0, out))
+    return torch.stack([first, end], dim=1)
+
+
+def _extent(present: torch.Tensor) -> torch.Tensor:
+    """``(K, n)`` bool -> ``(K, 2)`` int64: the first index that is set and one past the last
+    (``0, 0`` where none is)."""
+    n = present.shape[1]
+    index = torch.arange(n, device=present.device)
+    first = torch.where(present, index, n).amin(dim=1)
+    end = torch.where(present, index + 1, 0).amax(dim=1)
+    first = torch.where(end > 0, first, 0)
+    return torch.stack([first, end], dim=1)
 
 
 def _expand_vision(vision: Any, batch: int) -> Any:

@@ -127,6 +127,32 @@ def test_rle_is_exactly_the_thresholded_model_output(
         np.testing.assert_allclose(proposals.boxes[:, :2], xyxy[:, :2].clip(0), atol=1e-3)
 
 
+def test_rle_from_device_boxes_equals_encoding_the_full_masks(proposer: Sam3Proposer) -> None:
+    """``_masks_to_rle`` (boxes found on the device, only their pixels encoded) gives the very
+    strings pycocotools gives for the full thresholded masks: blobs, empty and full masks,
+    masks touching every border, single pixels, a batch split by the upsampling budget."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(9, 16, 16, generator=generator) * 4
+    logits[0] = -10.0  # empty
+    logits[1] = 10.0  # full
+    logits[2] = -10.0
+    logits[2, 0, :] = logits[2, -1, :] = logits[2, :, 0] = logits[2, :, -1] = 10.0  # borders
+    logits[3] = -10.0
+    logits[3, 7, 9] = 10.0  # a few pixels
+    logits[4] = -10.0
+    logits[4, :, 5:9] = 10.0  # full-height band
+    logits[5] = -10.0
+    logits[5, 10:, 12:] = 10.0  # bottom-right corner
+    logits[6] = 0.0  # probabilities at the threshold, one just above it
+    logits[6, 3, 12] = 1e-6
+    for height, width in [(120, 200), (7, 5), (1, 1), (33, 480), (16, 16), (480, 640)]:
+        resized = F.interpolate(
+            logits.sigmoid()[None], size=(height, width), mode="bilinear", align_corners=False
+        )[0]
+        expected = masks.encode_many((resized > proposer.mask_threshold).numpy())
+        assert proposer._masks_to_rle(logits, height, width) == expected
+
+
 def test_mask_threshold_and_max_instances(tiny_sam3_dir: Path, scene: Image.Image) -> None:
     loose = Sam3Proposer(str(tiny_sam3_dir), device="cpu", score_threshold=0.0)
     strict = Sam3Proposer(

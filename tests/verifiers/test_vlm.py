@@ -259,6 +259,55 @@ def test_new_prompts_of_a_batch_are_learnt_in_one_processor_call(
         assert calls == [3]  # nothing new: no processor call
 
 
+def test_new_prompts_of_a_call_are_learnt_in_one_processor_call_for_all_its_chunks(
+    tiny_vlm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``encode_chunks`` learns every prompt new to the call in one processor call (not one
+    per chunk that asks a new one); each chunk is still exactly the processor's tensors, and
+    each prompt's ids are those of a processor call on it alone."""
+    queries = _mv_queries()
+    with VlmVerifier(tiny_vlm) as verifier:
+        runtime = verifier._runtime
+        assert runtime is not None
+        inputs = [verifier.mask_inputs(q) for q in queries]
+        images, prompts = [i for i, _ in inputs], [p for _, p in inputs]
+        runtime._fast = None
+        processor = runtime.processor
+        calls: list[int] = []
+
+        class Counted:
+            def __getattr__(self, name: str) -> object:
+                return getattr(processor, name)
+
+            def __call__(self, *args: object, **kwargs: object) -> object:
+                calls.append(len(kwargs.get("text") or []))  # type: ignore[arg-type]
+                return processor(*args, **kwargs)
+
+        monkeypatch.setattr(runtime, "processor", Counted())
+        chunks = runtime.encode_chunks(images, prompts, 2)  # "dog" x2, "dog" + umbrella, "cat" x2
+        assert calls == [3]
+        monkeypatch.setattr(runtime, "processor", processor)
+        for start, chunk in zip(range(0, len(images), 2), chunks, strict=True):
+            reference = runtime.encode_with_processor(
+                images[start : start + 2], prompts[start : start + 2]
+            )
+            _assert_same_inputs(chunk, reference)
+        fast = runtime._fast
+        assert fast is not None and fast.enabled
+        for image, prompt in zip(images, prompts, strict=True):
+            alone = processor(
+                images=[[Image.fromarray(np.asarray(image))]],
+                text=[runtime.chat_text(prompt)],
+                return_tensors="pt",
+            )
+            shape = tuple(alone["pixel_values"].shape[1:])
+            learnt = fast._ids[(runtime.chat_text(prompt), shape)]
+            assert learnt.tolist() == alone["input_ids"][0].tolist()
+        monkeypatch.setattr(runtime, "processor", Counted())
+        runtime.encode_chunks(images, prompts, 2)
+        assert calls == [3]  # nothing new: no processor call
+
+
 @pytest.mark.parametrize("setting", ["fixed size", "padded"])
 def test_fast_inputs_follow_other_image_processor_settings(tiny_vlm: str, setting: str) -> None:
     """A processor that resizes to a fixed size without cropping (the resize and the numpy
