@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -254,4 +255,8 @@ def test_dashboard_pages_render(client: TestClient, tokens: Tokens, made: Made) 
     assert job.status_code == 200 and f"Job {made.job_id}" in job.text
     client.post("/logout")
     client.post("/login", data={"token": tokens.engineer})
-    assert "Launch a mining job" in client.get("/dashboard").text
+    page = client.get("/dashboard").text
+    assert "Launch a mining job" in page
+    # Disabled until dashboard.js has its submit handler: a click while the (deferred, after
+    # the large plotly bundle) script is not ready yet would submit the form natively.
+    assert re.search(r'<button type="submit" id="launch-button" disabled[ >]', page)

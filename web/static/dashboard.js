@@ -96,6 +96,11 @@
         result.textContent = err.message;
       }
     });
+    // The button is disabled in the page until now: a click before the handler exists would
+    // submit the form natively (a GET of this page with the fields in its URL), launching nothing.
+    const button = document.getElementById("launch-button");
+    button.disabled = false;
+    button.removeAttribute("title");
   }
 
   async function charts() {
