@@ -98,42 +98,64 @@ def mcc(tp: int, tn: int, fp: int, fn: int) -> float:
     return _safe_div(float(tp * tn - fp * fn), denom)
 
 
-def cgf1(
-    pairs: Sequence[PairEval],
+@dataclass(frozen=True)
+class PairCounts:
+    """What one pair adds to cgF1: its (non-crowd) ground truth and kept predictions, and the
+    true positives at each IoU threshold (:func:`pair_counts`)."""
+
+    gt: int
+    pred: int
+    tp: np.ndarray  # (len(iou_thresholds),)
+
+
+def pair_counts(
+    pair: PairEval,
     *,
     score_threshold: float = 0.5,
     iou_thresholds: np.ndarray = IOU_THRESHOLDS,
-) -> CgF1Result:
-    """cgF1, pmF1 and IL_MCC over instance-exhaustive ``pairs`` (see the module docstring)."""
-    n_t = len(iou_thresholds)
-    tp = np.zeros(n_t)
-    fn = np.zeros(n_t)
-    fp = np.zeros(n_t)  # all false positives (plain precision)
-    pm_fp = np.zeros(n_t)  # false positives on pairs with ground truth only
-    il = {"TP": 0, "TN": 0, "FP": 0, "FN": 0}
-    for pair in pairs:
-        crowd = list(pair.gt_crowd) if pair.gt_crowd is not None else [False] * len(pair.gt)
-        gt_index = [i for i, c in enumerate(crowd) if not c]
-        kept = [i for i, s in enumerate(pair.scores) if s >= score_threshold]
-        gt = [pair.gt[i] for i in gt_index]
-        pred = [pair.pred[i] for i in kept]
-        has_gt, has_pred = bool(gt), bool(pred)
-        il[("T" if has_gt == has_pred else "F") + ("P" if has_pred else "N")] += 1
-        if not has_gt and not has_pred:
-            continue
+) -> PairCounts:
+    """The pair's counts: predictions below ``score_threshold`` dropped, crowd ground truth
+    ignored, the rest matched one-to-one (Hungarian on mask IoU)."""
+    crowd = list(pair.gt_crowd) if pair.gt_crowd is not None else [False] * len(pair.gt)
+    gt_index = [i for i, c in enumerate(crowd) if not c]
+    kept = [i for i, s in enumerate(pair.scores) if s >= score_threshold]
+    gt = [pair.gt[i] for i in gt_index]
+    pred = [pair.pred[i] for i in kept]
+    tp = np.zeros(len(iou_thresholds), dtype=np.int64)
+    if gt and pred:
         known = None
-        if pair.ious is not None and gt and pred:
+        if pair.ious is not None:
             known = np.asarray(pair.ious)[np.ix_(kept, gt_index)]
         matched = match_ious(gt, pred, known)
-        tps = (matched[None, :] >= iou_thresholds[:, None]).sum(axis=1)
-        tp += tps
-        fn += len(gt) - tps
-        fp += len(pred) - tps
-        if has_gt and has_pred:
-            pm_fp += len(pred) - tps
-    recall = np.array([_safe_div(t, t + f) for t, f in zip(tp, fn, strict=True)])
-    pm_precision = np.array([_safe_div(t, t + f) for t, f in zip(tp, pm_fp, strict=True)])
-    precision = np.array([_safe_div(t, t + f) for t, f in zip(tp, fp, strict=True)])
+        tp = (matched[None, :] >= iou_thresholds[:, None]).sum(axis=1)
+    return PairCounts(gt=len(gt), pred=len(pred), tp=tp)
+
+
+def cgf1_from_counts(
+    gt: np.ndarray, pred: np.ndarray, tp: np.ndarray, *, iou_thresholds: int | None = None
+) -> CgF1Result:
+    """cgF1 of pairs given as arrays of their counts: ``gt`` and ``pred`` ``(P,)``, ``tp``
+    ``(P, T)`` (:class:`PairCounts` stacked). What :func:`cgf1` computes, for callers that
+    score the same pairs under many settings from counts they keep."""
+    gt = np.asarray(gt, dtype=np.int64)
+    pred = np.asarray(pred, dtype=np.int64)
+    tp = np.asarray(tp, dtype=np.int64).reshape(len(gt), -1)
+    n_t = tp.shape[1] if iou_thresholds is None else iou_thresholds
+    has_gt, has_pred = gt > 0, pred > 0
+    tp_sum = tp.sum(axis=0).astype(np.float64)
+    fn = (gt[:, None] - tp).sum(axis=0)
+    fp = (pred[:, None] - tp).sum(axis=0)  # all false positives (plain precision)
+    both = has_gt & has_pred  # false positives on pairs with ground truth only
+    pm_fp = (pred[both, None] - tp[both]).sum(axis=0)
+    il = {
+        "TP": int((has_gt & has_pred).sum()),
+        "TN": int((~has_gt & ~has_pred).sum()),
+        "FP": int((~has_gt & has_pred).sum()),
+        "FN": int((has_gt & ~has_pred).sum()),
+    }
+    recall = np.array([_safe_div(t, t + f) for t, f in zip(tp_sum, fn, strict=True)])
+    pm_precision = np.array([_safe_div(t, t + f) for t, f in zip(tp_sum, pm_fp, strict=True)])
+    precision = np.array([_safe_div(t, t + f) for t, f in zip(tp_sum, fp, strict=True)])
     pmf1_at = [_f1(p, r) for p, r in zip(pm_precision, recall, strict=True)]
     pmf1 = float(np.mean(pmf1_at)) if n_t else 0.0
     il_mcc = mcc(il["TP"], il["TN"], il["FP"], il["FN"])
@@ -145,7 +167,27 @@ def cgf1(
         il_recall=_safe_div(il["TP"], il["TP"] + il["FN"]),
         precision=float(np.mean(precision)) if n_t else 0.0,
         recall=float(np.mean(recall)) if n_t else 0.0,
-        pairs=len(pairs),
+        pairs=len(gt),
         pmf1_at=pmf1_at,
         il_counts=il,
+    )
+
+
+def cgf1(
+    pairs: Sequence[PairEval],
+    *,
+    score_threshold: float = 0.5,
+    iou_thresholds: np.ndarray = IOU_THRESHOLDS,
+) -> CgF1Result:
+    """cgF1, pmF1 and IL_MCC over instance-exhaustive ``pairs`` (see the module docstring)."""
+    counts = [
+        pair_counts(p, score_threshold=score_threshold, iou_thresholds=iou_thresholds)
+        for p in pairs
+    ]
+    n_t = len(iou_thresholds)
+    return cgf1_from_counts(
+        np.array([c.gt for c in counts], dtype=np.int64),
+        np.array([c.pred for c in counts], dtype=np.int64),
+        np.array([c.tp for c in counts], dtype=np.int64).reshape(len(counts), n_t),
+        iou_thresholds=n_t,
     )

@@ -418,7 +418,9 @@ def _retrain(engine: Any, model: Path, out: Path, settings: DemoSettings, log: L
     log(
         f"  operating point fitted on {point['scenes']} separate scenes: presence "
         f"{point['presence_shift']:+.1f}, class x{point['class_scale']:.2f}, score exponent "
-        f"{point['score_exponent']:.2f} (cgF1 there {point['cgf1_before']:.1f} -> "
+        f"{point['score_exponent']:.2f}, mask NMS "
+        f"{'off' if point['nms_iou'] >= 1 else 'at IoU ' + format(point['nms_iou'], 'g')} "
+        f"(cgF1 there {point['cgf1_before']:.1f} -> "
         f"{point['cgf1_after']:.1f})"
     )
     return out

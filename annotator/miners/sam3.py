@@ -36,7 +36,13 @@ from annotator.images import ensure_rgb
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Sam3Model
 
-__all__ = ["CALIBRATION_FILE", "Preprocessing", "Sam3Proposer", "calibrated_score_exponent"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "Calibration",
+    "Preprocessing",
+    "Sam3Proposer",
+    "read_calibration",
+]
 
 # A model directory's score calibration (annotator.training.calibrate writes it).
 CALIBRATION_FILE = "calibration.json"
@@ -125,20 +131,44 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def calibrated_score_exponent(source: str) -> float:
-    """The ``score_exponent`` recorded in ``<source>/calibration.json`` (1 when ``source`` is
-    not a local directory or records none). A malformed file is an error, not a silent 1."""
+@dataclass(frozen=True)
+class Calibration:
+    """The post-processing a model directory's ``calibration.json`` records (see
+    :mod:`annotator.training.calibrate`); the defaults change nothing."""
+
+    score_exponent: float = 1.0
+    # Masks of one phrase overlapping a better-scored kept one by more IoU than this are
+    # dropped (1: no suppression).
+    nms_iou: float = 1.0
+
+
+def read_calibration(source: str) -> Calibration:
+    """What ``<source>/calibration.json`` records (the defaults when ``source`` is not a local
+    directory or has no such file, and for each field it leaves out). A malformed value is an
+    error naming the file, not a silent default."""
     path = Path(source) / CALIBRATION_FILE
     if not path.is_file():
-        return 1.0
+        return Calibration()
     try:
-        value = json.loads(path.read_text()).get("score_exponent", 1.0)
-        exponent = float(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: score_exponent must be a positive number ({exc})") from exc
-    if not exponent > 0:
-        raise ValueError(f"{path}: score_exponent must be positive, got {value!r}")
-    return exponent
+        recorded = json.loads(path.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError(f"expected a JSON object, got {type(recorded).__name__}")
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a calibration record ({exc})") from exc
+    values: dict[str, float] = {}
+    for key, low, high in (("score_exponent", 0.0, None), ("nms_iou", 0.0, 1.0)):
+        if key not in recorded:
+            continue
+        value = recorded[key]
+        try:
+            number = float(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {key} must be a number, got {value!r}") from exc
+        if not number > low or (high is not None and number > high):
+            bounds = "positive" if high is None else f"in ({low:g}, {high:g}]"
+            raise ValueError(f"{path}: {key} must be {bounds}, got {value!r}")
+        values[key] = number
+    return Calibration(**values)
 
 
 class Sam3Proposer(LazyModelBackend):
@@ -158,6 +188,10 @@ class Sam3Proposer(LazyModelBackend):
             monotone calibration: ranks are unchanged, the 0.5 point moves). ``None``: the
             ``score_exponent`` of the model directory's ``calibration.json`` (written by
             ``annotator train starter``, see :mod:`annotator.training.calibrate`), else 1.
+        nms_iou: drop a phrase's mask whose IoU with a better-scored kept mask of the same
+            phrase exceeds this (greedy mask NMS, before ``max_instances``); 1 keeps every
+            mask (SAM 3's one-to-one matching makes duplicates rare; a briefly trained model
+            makes many). ``None``: the model directory's ``calibration.json``, else 1.
 
     Use as a context manager (loads on enter; the weights stay cached for the process)::
 
@@ -178,6 +212,7 @@ class Sam3Proposer(LazyModelBackend):
         mask_threshold: float = 0.5,
         max_instances: int | None = None,
         score_exponent: float | None = None,
+        nms_iou: float | None = None,
     ) -> None:
         settings = get_settings()
         if batch_size < 1:
@@ -190,6 +225,8 @@ class Sam3Proposer(LazyModelBackend):
                 raise ValueError(f"{label} must be in [0, 1], got {value}")
         if score_exponent is not None and not score_exponent > 0:
             raise ValueError(f"score_exponent must be positive, got {score_exponent}")
+        if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
         self.source = model or settings.proposer_model
         self.device_setting = device or settings.device
         self.dtype = dtype
@@ -198,7 +235,9 @@ class Sam3Proposer(LazyModelBackend):
         self.mask_threshold = mask_threshold
         self.max_instances = max_instances
         self.score_exponent = score_exponent
+        self.nms_iou = nms_iou
         self._exponent = 1.0
+        self._nms_iou = 1.0
         self._model: Sam3Model | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._preprocessing: Preprocessing | None = None
@@ -242,11 +281,11 @@ class Sam3Proposer(LazyModelBackend):
             needs_weights=False,
         )
         self._preprocessing = Preprocessing.from_config(config)
+        recorded = read_calibration(self.source)
         self._exponent = (
-            self.score_exponent
-            if self.score_exponent is not None
-            else calibrated_score_exponent(self.source)
+            self.score_exponent if self.score_exponent is not None else recorded.score_exponent
         )
+        self._nms_iou = self.nms_iou if self.nms_iou is not None else recorded.nms_iou
         self._tokenizer = tokenizer
         self._model = model
 
@@ -328,22 +367,33 @@ class Sam3Proposer(LazyModelBackend):
         if self._exponent != 1.0:
             scores = scores.pow(self._exponent)
         scale = torch.tensor([width, height, width, height], device=scores.device)
+        suppress = self._nms_iou < 1.0
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         for index in range(len(phrases)):
             keep = torch.nonzero(scores[index] > self.score_threshold).squeeze(1)
             kept_scores, order = scores[index, keep].sort(descending=True)
             keep = keep[order]
-            if self.max_instances is not None:
+            if self.max_instances is not None and not suppress:
                 keep, kept_scores = keep[: self.max_instances], kept_scores[: self.max_instances]
             kept.append((keep, kept_scores))
         # Every kept instance of the batch's phrases upsampled, thresholded and encoded together.
         rows = torch.cat([torch.full_like(keep, i) for i, (keep, _) in enumerate(kept)])
         columns = torch.cat([keep for keep, _ in kept])
-        all_rles = self._masks_to_rle(outputs.pred_masks[rows, columns], height, width)
+        encoded = self._masks_to_rle(outputs.pred_masks[rows, columns], height, width)
         found: list[PhraseProposals] = []
         start = 0
         for index, phrase in enumerate(phrases):
             keep, kept_scores = kept[index]
+            rles = encoded[start : start + len(keep)]
+            start += len(keep)
+            if suppress:
+                # Best first already, so the survivors keep that order; max_instances counts
+                # survivors.
+                survivors = mask_ops.nms(rles, kept_scores.tolist(), self._nms_iou)
+                survivors = sorted(survivors)[: self.max_instances]
+                chosen = torch.as_tensor(survivors, dtype=torch.long, device=keep.device)
+                keep, kept_scores = keep[chosen], kept_scores[chosen]
+                rles = [rles[i] for i in survivors]
             xyxy = outputs.pred_boxes[index, keep].float() * scale
             xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
             xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
@@ -351,13 +401,12 @@ class Sam3Proposer(LazyModelBackend):
             found.append(
                 PhraseProposals(
                     phrase=phrase,
-                    masks=all_rles[start : start + len(keep)],
+                    masks=rles,
                     boxes=xywh.cpu().numpy().astype(np.float32).reshape(-1, 4),
                     scores=kept_scores.cpu().numpy().astype(np.float32),
                     presence=float(presence[index]),
                 )
             )
-            start += len(keep)
         return found
 
     def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:

@@ -15,14 +15,20 @@ calibration on scenes it was neither trained nor measured on (seeds from
   ** gamma``, so the 0.5 rule keeps what a threshold ``tau = 0.5 ** (1 / gamma)`` on the plain
   product would. Shift and temperature cannot move the threshold on the *product* (with the
   presence saturated, ``sigmoid(scale x class) >= 0.5`` is ``class >= 0`` whatever the scale),
-  and the dot-product logit has no bias to shift; the exponent can, and keeps every ranking.
+  and the dot-product logit has no bias to shift; the exponent can, and keeps every ranking;
+* a **mask NMS** IoU ``nms``: a briefly trained DETR answers one object with several queries
+  (the one-to-one matching suppresses duplicates only once training has gone far), and each
+  duplicate is a false positive; the proposer drops a phrase's mask that overlaps a
+  better-scored kept one by more than ``nms`` (:func:`annotator.masks.nms`). Which masks
+  survive depends only on the ranking, which the other three keep.
 
 :func:`fit_operating_point` runs the model once over the calibration scenes keeping every
-query, then picks ``(delta, scale, tau)`` from a fixed grid that maximises cgF1 at the 0.5
-threshold (ties: the smallest change); :func:`apply_operating_point` writes shift and
-temperature into the weights and all three into ``calibration.json`` beside them, where the
-``sam3`` proposer reads the exponent (:func:`annotator.miners.sam3.calibrated_score_exponent`).
-A loader that ignores that file gets the shift and temperature and the plain product.
+query, then picks ``(nms, delta, scale, tau)`` from a fixed grid that maximises cgF1 at the
+0.5 threshold (ties: no or lighter NMS, then the smallest change);
+:func:`apply_operating_point` writes shift and temperature into the weights and all four into
+``calibration.json`` beside them, where the ``sam3`` proposer reads the exponent and the NMS
+IoU (:func:`annotator.miners.sam3.read_calibration`). A loader that ignores that file gets the
+shift and temperature, the plain product and no NMS.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 
 from annotator import masks as mask_ops
 from annotator.datasets.synthetic import Scene, make_scene
-from annotator.metrics import PairEval, cgf1
+from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1_from_counts, pair_counts
 
 __all__ = [
     "CALIBRATION_SEED",
@@ -54,12 +60,14 @@ DELTAS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0,
 SCALES: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
 # Thresholds on the plain product the exponent can move the 0.5 point to.
 THRESHOLDS: tuple[float, ...] = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
+# Mask NMS IoUs (1: none).
+NMS_IOUS: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3)
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A presence shift, a class temperature and a score exponent, and the calibration cgF1
-    before and after."""
+    """A presence shift, a class temperature, a score exponent and a mask NMS IoU, and the
+    calibration cgF1 before and after."""
 
     presence_shift: float
     class_scale: float
@@ -67,6 +75,7 @@ class OperatingPoint:
     cgf1_after: float
     scenes: int
     score_exponent: float = 1.0
+    nms_iou: float = 1.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -91,6 +100,8 @@ class _Pair:
     class_logit: np.ndarray
     presence_logit: float
     ious: np.ndarray
+    # IoU of each predicted mask with each (the same order, best first): for NMS.
+    self_ious: np.ndarray
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -103,7 +114,7 @@ def _collect(model_dir: Path, scenes: Sequence[Scene], device: str) -> list[_Pai
 
     pairs: list[_Pair] = []
     with Sam3Proposer(
-        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0
+        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0
     ) as proposer:
         for scene in scenes:
             phrases = [*scene.positives, *scene.negatives]
@@ -124,21 +135,92 @@ def _collect(model_dir: Path, scenes: Sequence[Scene], device: str) -> list[_Pai
                         ious=mask_ops.iou_matrix(pred, gt)
                         if gt and pred
                         else np.zeros((len(pred), len(gt))),
+                        self_ious=mask_ops.iou_matrix(pred, pred),
                     )
                 )
     return pairs
 
 
-def _score(pairs: Sequence[_Pair], delta: float, scale: float, threshold: float = 0.5) -> float:
-    evals = []
-    for pair in pairs:
-        presence = 1 / (1 + np.exp(-np.clip(pair.presence_logit + delta, -10, 10)))
-        classes = 1 / (1 + np.exp(-np.clip(pair.class_logit * scale, -12, 12)))
-        evals.append(
-            PairEval(gt=pair.gt, pred=pair.pred, scores=list(classes * presence), ious=pair.ious)
+def _suppressed(pair: _Pair, nms: float) -> _Pair:
+    """The pair with the masks the proposer's NMS at ``nms`` would drop left out (the masks are
+    best first: :func:`annotator.masks.nms`'s greedy pass over them)."""
+    if nms >= 1.0 or len(pair.pred) < 2:
+        return pair
+    kept: list[int] = []
+    for index in range(len(pair.pred)):
+        if not kept or pair.self_ious[index, kept].max() <= nms:
+            kept.append(index)
+    return _Pair(
+        gt=pair.gt,
+        pred=[pair.pred[i] for i in kept],
+        class_logit=pair.class_logit[kept],
+        presence_logit=pair.presence_logit,
+        ious=pair.ious[kept],
+        self_ious=pair.self_ious[np.ix_(kept, kept)],
+    )
+
+
+class _Table:
+    """The calibration pairs as count tables for a fast grid search. Any shift, temperature and
+    exponent keeps each pair's ranking (its masks are best first), so the masks a threshold
+    keeps are a prefix of them: ``tp[p, k]`` are pair ``p``'s true positives (per IoU
+    threshold) when its first ``k`` masks are kept, for every ``k``."""
+
+    def __init__(self, pairs: Sequence[_Pair]) -> None:
+        self.pairs = list(pairs)
+        longest = max((len(p.pred) for p in self.pairs), default=0)
+        self.gt = np.array([len(p.gt) for p in self.pairs], dtype=np.int64)
+        self.tp = np.zeros((len(self.pairs), longest + 1, len(IOU_THRESHOLDS)), dtype=np.int64)
+        for index, pair in enumerate(self.pairs):
+            n = len(pair.pred)
+            for k in range(1, n + 1):
+                prefix = PairEval(
+                    gt=pair.gt, pred=pair.pred, scores=[1.0] * k + [0.0] * (n - k), ious=pair.ious
+                )
+                self.tp[index, k] = pair_counts(prefix).tp
+            self.tp[index, n + 1 :] = self.tp[index, n]
+        # Every mask's class logit and its pair's presence logit, flat.
+        self.owner = np.repeat(np.arange(len(self.pairs)), [len(p.pred) for p in self.pairs])
+        self.class_logit = np.concatenate(
+            [np.asarray(p.class_logit, dtype=np.float64) for p in self.pairs] or [np.zeros(0)]
         )
-    # ``product ** gamma >= 0.5`` is ``product >= threshold``.
-    return cgf1(evals, score_threshold=threshold).cgf1
+        self.presence_logit = np.array([p.presence_logit for p in self.pairs], dtype=np.float64)
+
+    def score(self, delta: float, scale: float, threshold: float = 0.5) -> float:
+        """cgF1 with ``delta``, ``scale`` and the 0.5 rule moved to ``threshold`` on the plain
+        product (``product ** gamma >= 0.5`` is ``product >= threshold``)."""
+        presence = 1 / (1 + np.exp(-np.clip(self.presence_logit + delta, -10, 10)))
+        classes = 1 / (1 + np.exp(-np.clip(self.class_logit * scale, -12, 12)))
+        passing = classes * presence[self.owner] >= threshold
+        kept = np.bincount(self.owner[passing], minlength=len(self.pairs))
+        tp = self.tp[np.arange(len(self.pairs)), kept]
+        return cgf1_from_counts(self.gt, kept, tp).cgf1
+
+
+def _best_point(
+    table: _Table,
+    start: tuple[float, float, float, float],
+    deltas: Sequence[float],
+    scales: Sequence[float],
+    thresholds: Sequence[float],
+) -> tuple[float, float, float, float]:
+    """``(cgF1, delta, scale, threshold)``: the best grid point, or ``start`` (a cgF1 and its
+    point) when none beats it; ties go to the smallest change from ``(0, 1, 0.5)``."""
+
+    def change(delta: float, scale: float, threshold: float) -> float:
+        return abs(delta) + abs(scale - 1) + abs(exponent_for(threshold) - 1)
+
+    best = start
+    for delta in deltas:
+        for scale in scales:
+            for threshold in thresholds:
+                value = table.score(delta, scale, threshold)
+                if value > best[0] + 1e-9 or (
+                    abs(value - best[0]) <= 1e-9
+                    and change(delta, scale, threshold) < change(*best[1:])
+                ):
+                    best = (value, delta, scale, threshold)
+    return best
 
 
 def fit_operating_point(
@@ -149,26 +231,23 @@ def fit_operating_point(
     deltas: Sequence[float] = DELTAS,
     scales: Sequence[float] = SCALES,
     thresholds: Sequence[float] = THRESHOLDS,
+    nms_ious: Sequence[float] = NMS_IOUS,
 ) -> OperatingPoint:
-    """The grid point ``(delta, scale, threshold)`` with the best cgF1 (at the 0.5 rule, the
-    exponent moving it to ``threshold``) on ``scenes``; ties go to the smallest change from
-    ``(0, 1, 0.5)``."""
+    """The grid point ``(nms, delta, scale, threshold)`` with the best cgF1 (at the 0.5 rule,
+    the exponent moving it to ``threshold``) on ``scenes``; ties go to the lighter NMS (none
+    first), then to the smallest change from ``(0, 1, 0.5)``. The cgF1 of each point comes from
+    count tables built once per NMS IoU (:class:`_Table`), the same figure
+    :func:`annotator.metrics.cgf1` gives."""
     pairs = _collect(model_dir, scenes, device)
-    before = _score(pairs, 0.0, 1.0)
-
-    def change(delta: float, scale: float, threshold: float) -> float:
-        return abs(delta) + abs(scale - 1) + abs(exponent_for(threshold) - 1)
-
-    best = (before, 0.0, 1.0, 0.5)
-    for delta in deltas:
-        for scale in scales:
-            for threshold in thresholds:
-                value = _score(pairs, delta, scale, threshold)
-                if value > best[0] + 1e-9 or (
-                    abs(value - best[0]) <= 1e-9
-                    and change(delta, scale, threshold) < change(*best[1:])
-                ):
-                    best = (value, delta, scale, threshold)
+    before = _Table(pairs).score(0.0, 1.0)
+    best, nms = (before, 0.0, 1.0, 0.5), 1.0
+    # No NMS first, then lighter ones: a heavier one must score strictly better to be chosen.
+    for candidate in sorted({1.0, *nms_ious}, reverse=True):
+        table = _Table([_suppressed(p, candidate) for p in pairs])
+        start = (table.score(0.0, 1.0), 0.0, 1.0, 0.5)
+        found = _best_point(table, start, deltas, scales, thresholds)
+        if candidate == 1.0 or found[0] > best[0] + 1e-9:
+            best, nms = found, candidate
     return OperatingPoint(
         presence_shift=best[1],
         class_scale=best[2],
@@ -176,13 +255,14 @@ def fit_operating_point(
         cgf1_after=best[0],
         scenes=len(scenes),
         score_exponent=exponent_for(best[3]),
+        nms_iou=nms,
     )
 
 
 def apply_operating_point(model_dir: Path, point: OperatingPoint) -> None:
     """Write ``point``'s shift and temperature into the weights of ``model_dir`` (in place) and
-    record it, exponent included, in ``<model_dir>/calibration.json`` (which the ``sam3``
-    proposer reads)."""
+    record it, exponent and NMS IoU included, in ``<model_dir>/calibration.json`` (which the
+    ``sam3`` proposer reads)."""
     from safetensors.torch import load_file, save_file
 
     path = model_dir / "model.safetensors"

@@ -314,9 +314,50 @@ def test_score_exponent_from_calibration_json(
         np.testing.assert_allclose(exp.scores, np.sqrt(raw.scores), rtol=1e-5)
 
 
+def test_mask_nms_drops_overlapping_masks(
+    tiny_sam3_dir: Path, tmp_path: Path, scene: Image.Image
+) -> None:
+    """With ``nms_iou`` (or calibration.json's) a phrase keeps the masks a greedy NMS keeps,
+    best first, in the plain order; ``max_instances`` counts the survivors; 1 turns it off."""
+    calibrated = tmp_path / "nms"
+    shutil.copytree(tiny_sam3_dir, calibrated)
+    (calibrated / "calibration.json").write_text('{"nms_iou": 0.2}')
+    with Sam3Proposer(str(calibrated), device="cpu", score_threshold=0.0) as proposer:
+        suppressed = proposer.propose(scene, PHRASES)
+    with Sam3Proposer(
+        str(calibrated), device="cpu", score_threshold=0.0, nms_iou=0.2, max_instances=2
+    ) as proposer:
+        capped = proposer.propose(scene, PHRASES)
+    with Sam3Proposer(str(calibrated), device="cpu", score_threshold=0.0, nms_iou=1.0) as plain_:
+        plain = plain_.propose(scene, PHRASES)
+    dropped = 0
+    for kept, cap, raw in zip(suppressed, capped, plain, strict=True):
+        survivors = masks.nms(raw.masks, raw.scores.tolist(), 0.2)
+        assert kept.masks == [raw.masks[i] for i in survivors]
+        np.testing.assert_array_equal(kept.scores, raw.scores[survivors])
+        np.testing.assert_array_equal(kept.boxes, raw.boxes[survivors])
+        ious = masks.iou_matrix(kept.masks, kept.masks)
+        assert (ious[~np.eye(len(kept.masks), dtype=bool)] <= 0.2).all()
+        assert cap.masks == kept.masks[:2]
+        dropped += len(raw.masks) - len(kept.masks)
+    assert dropped > 0  # the random model's masks overlap: the test exercises suppression
+
+
+def test_bad_nms_iou_is_refused() -> None:
+    for value in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"nms_iou must be in \(0, 1\]"):
+            Sam3Proposer("unused", nms_iou=value)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
-    [('{"score_exponent": -1}', "must be positive"), ('{"score_exponent": "x"}', "number")],
+    [
+        ('{"score_exponent": -1}', "must be positive"),
+        ('{"score_exponent": "x"}', "number"),
+        ('{"nms_iou": 2}', r"nms_iou must be in \(0, 1\]"),
+        ("[1]", "not a calibration record"),
+        ("{", "not a calibration record"),
+    ],
 )
 def test_bad_calibration_json_is_reported(
     tiny_sam3_dir: Path, tmp_path: Path, content: str, message: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,10 @@ from annotator.datasets.synthetic import vocabulary
 from annotator.metrics import PairEval, cgf1
 from annotator.miners.sam3 import Sam3Proposer
 from annotator.training.calibrate import (
+    NMS_IOUS,
     OperatingPoint,
+    _Pair,
+    _suppressed,
     apply_operating_point,
     calibration_scenes,
     exponent_for,
@@ -62,6 +66,7 @@ def test_fit_picks_the_best_grid_point_and_never_loses(tmp_path: Path) -> None:
     )
     assert point.presence_shift in (0.0, 3.0) and point.class_scale in (1.0, 2.0)
     assert point.score_exponent in (1.0, pytest.approx(exponent_for(0.3)))
+    assert point.nms_iou in NMS_IOUS
     assert point.cgf1_after >= point.cgf1_before and point.scenes == 2
     # Applying the chosen point gives the model, as the sam3 proposer loads it (the exponent
     # from calibration.json), the cgF1 the fit measured.
@@ -112,3 +117,31 @@ def test_apply_refuses_a_checkpoint_without_the_heads(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="presence_head"):
         apply_operating_point(model_dir, point)
     shutil.rmtree(model_dir)
+
+
+def test_fit_suppresses_the_masks_the_proposer_suppresses() -> None:
+    """The fit's NMS on the collected masks (best first) keeps what the proposer's NMS
+    (``annotator.masks.nms``) keeps, with each kept mask's logit and IoUs."""
+    rng = np.random.default_rng(0)
+    grid = np.zeros((12, 40, 40), dtype=bool)
+    for k in range(12):  # overlapping squares: some pairs above, some below each IoU
+        x, y = rng.integers(0, 14, size=2)
+        size = int(rng.integers(12, 26))
+        grid[k, y : y + size, x : x + size] = True
+    pred = mask_ops.encode_many(grid)
+    gt = mask_ops.encode_many(grid[:3])
+    logits = np.sort(rng.normal(size=12))[::-1]
+    pair = _Pair(
+        gt=gt, pred=pred, class_logit=logits, presence_logit=0.5,
+        ious=mask_ops.iou_matrix(pred, gt), self_ious=mask_ops.iou_matrix(pred, pred),
+    )  # fmt: skip
+    sizes = set()
+    for nms in (1.0, 0.7, 0.5, 0.3, 0.1):
+        kept = mask_ops.nms(pred, logits.tolist(), nms)
+        out = _suppressed(pair, nms)
+        assert out.pred == [pred[i] for i in kept]
+        np.testing.assert_array_equal(out.class_logit, logits[kept])
+        np.testing.assert_array_equal(out.ious, pair.ious[kept])
+        np.testing.assert_array_equal(out.self_ious, pair.self_ious[np.ix_(kept, kept)])
+        sizes.add(len(kept))
+    assert len(sizes) >= 3 and max(sizes) == 12  # the thresholds suppress differently
