@@ -355,7 +355,13 @@ def job_config(
         "proposer": {
             "name": "sam3",
             "model": str(models["sam3"]),
-            "options": {"score_threshold": 0.0, "max_instances": -(-masks // concepts)},
+            # Every query's mask down to score 0 and no NMS (a starter's calibration.json may
+            # turn it on): the bench needs ``masks`` masks per image, not the right ones.
+            "options": {
+                "score_threshold": 0.0,
+                "max_instances": -(-masks // concepts),
+                "nms_iou": 1.0,
+            },
         },
         "captioner": {"name": "vlm", "model": str(models["vlm"]), "options": {"max_new_tokens": 8}},
         "parser": {"name": "offline"},

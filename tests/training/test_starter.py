@@ -78,7 +78,8 @@ def test_train_starter_command_writes_measured_calibrated_models(tmp_path) -> No
     for directory, key in ((out, "model"), (out.with_name("sam3-shapes-weak"), "weak")):
         recorded = json.loads((directory / "calibration.json").read_text())
         assert recorded == metrics["calibration"][key] and recorded["scenes"] == 2
-        assert recorded["score_exponent"] > 0
+        assert recorded["score_exponent"] > 0 and 0 < recorded["nms_iou"] <= 1
         with Sam3Proposer(str(directory)) as proposer:
             proposer.load()
             assert proposer._exponent == recorded["score_exponent"]
+            assert proposer._nms_iou == recorded["nms_iou"]
