@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from threading import Lock
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
@@ -100,12 +100,16 @@ class BadItemError(InvalidInputError):
     """This image cannot go through this stage (and never will): record it, go on."""
 
 
+# An image as a stage sees it (see run_stage_batch).
+StageImage = Image | mining.ImageRow
+
+
 @dataclass
 class _Item:
     session: Session
     job_id: int
     dataset_id: int
-    image: Image
+    image: StageImage
     config: MiningConfig
     backends: Backends
 
@@ -151,7 +155,7 @@ def job_config(raw: dict[str, object], job_id: int) -> MiningConfig:
     return cached[1]
 
 
-def _load(image: Image) -> PILImage:
+def _load(image: StageImage) -> PILImage:
     key = (image.uri, image.sha256)
     with _images_lock:
         if key in _images:
@@ -261,6 +265,7 @@ def _ingest_batch(items: list[_Item]) -> dict[int, ItemResult]:
     read: list[tuple[_Item, bytes, media.ImageInfo, PILImage, str]] = []
     for item in items:
         image = item.image
+        assert isinstance(image, Image)  # ingest's images are ORM objects (run_stage_batch)
         if (
             image.status == ImageStatus.READY
             and image.sha256
@@ -281,6 +286,7 @@ def _ingest_batch(items: list[_Item]) -> dict[int, ItemResult]:
     owners = mining.images_with_sha256(session, items[0].dataset_id, [d for *_, d in read])
     for item, data, info, decoded, digest in read:
         image = item.image
+        assert isinstance(image, Image)
         duplicate = next((i for i in owners.get(digest, ()) if i != image.id), None)
         if duplicate is not None:
             results[image.id] = BadItemError(
@@ -343,7 +349,7 @@ def _caption(item: _Item) -> JobItemStatus:
     return _single(_caption_batch, item)
 
 
-def _caption_image(captioner: Captioner, image: Image) -> str:
+def _caption_image(captioner: Captioner, image: StageImage) -> str:
     return captioner.caption([_load(image)])[0]
 
 
@@ -373,7 +379,7 @@ def _parse_batch(items: list[_Item]) -> dict[int, ItemResult]:
         version = first.backends.model_version("captioner")
         captions = mining.captions_many(session, [item.image.id for item in items], version)
     results: dict[int, ItemResult] = {}
-    found: list[tuple[Image, list[str], dict[str, PairOrigin]]] = []
+    found: list[tuple[StageImage, list[str], dict[str, PairOrigin]]] = []
     for item in items:
         image = item.image
         sources: list[tuple[str, PairOrigin]] = []
@@ -534,7 +540,7 @@ def _propose(item: _Item) -> JobItemStatus:
 # ---------------------------------------------------------------------------------------- verify
 
 
-def _rle(counts: str, image: Image) -> mask_ops.RLE:
+def _rle(counts: str, image: StageImage) -> mask_ops.RLE:
     assert image.height is not None and image.width is not None
     return {"size": [image.height, image.width], "counts": counts}
 
@@ -827,7 +833,7 @@ def run_stage_batch(
     func = _STAGE_FUNCS.get(stage)
     if func is None:
         raise InvalidInputError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
-    job = mining.get_job(session, job_id)
+    job = mining.job_row(session, job_id)
     if job.status not in _ACTIVE or job.dataset_id is None:
         return []
     config = job_config(job.config, job_id)
@@ -837,7 +843,14 @@ def run_stage_batch(
     claimed = sorted(mining.claim_items(session, job_id, list(dict.fromkeys(image_ids)), stage))
     if not claimed:
         return []
-    images = mining.get_images(session, claimed)
+    # Ingest fills in its images (ORM objects, written by the flush below); the later stages
+    # read theirs as plain rows (loading 8 images as objects costs ~0.3 ms of CPU more).
+    ingested: dict[int, Image] = {}
+    images: Mapping[int, StageImage]
+    if stage == "ingest":
+        images = ingested = mining.get_images(session, claimed)
+    else:
+        images = mining.image_rows(session, claimed)
     missing = [i for i in claimed if i not in images]
     if missing:
         raise NotFoundError(f"no image {missing[0]}")
@@ -862,8 +875,8 @@ def run_stage_batch(
         if isinstance(result, BadItemError):
             reason = str(result)
             if stage == "ingest":
-                images[image_id].status = ImageStatus.FAILED
-                images[image_id].error = reason
+                ingested[image_id].status = ImageStatus.FAILED
+                ingested[image_id].error = reason
             mining.set_item(session, job_id, image_id, stage, JobItemStatus.FAILED, reason)
             mining.skip_later(session, job_id, image_id, later, f"skipped: {stage} failed")
         elif isinstance(result, Exception):

@@ -175,7 +175,7 @@ def list_jobs(session: Session, limit: int = 50) -> list[Job]:
 # --------------------------------------------------------------------------------- what to run
 
 
-def _config(job: Job) -> MiningConfig:
+def _config(job: Job | mining.JobRow) -> MiningConfig:
     return job_config(job.config, job.id)
 
 
@@ -223,14 +223,14 @@ def ready_after(session: Session, job_id: int, image_id: int, stage: str) -> lis
 
 def batch_size(session: Session, job_id: int) -> int:
     """Images per stage task of the job (``MiningConfig.batch_size``)."""
-    return _config(mining.get_job(session, job_id)).batch_size
+    return _config(mining.job_row(session, job_id)).batch_size
 
 
 def ready_after_many(
     session: Session, job_id: int, image_ids: list[int], stage: str
 ) -> list[tuple[int, str]]:
     """:func:`ready_after` for several images that finished ``stage`` (one query)."""
-    job = mining.get_job(session, job_id)
+    job = mining.job_row(session, job_id)
     if job.status not in ACTIVE:
         return []
     config = _config(job)
@@ -341,6 +341,11 @@ def fail_job(session: Session, job_id: int, error: str) -> Job:
 def finish_if_done(session: Session, job_id: int) -> bool:
     """Settle a job whose work has stopped: ``cancelling`` -> ``cancelled``; queued/running with
     no unfinished item -> ``done``. Records the outcome counters. True when it settled the job."""
+    # Called after every last-stage task, it mostly finds items left: that is read without
+    # locking the job (and without loading it); what is settled is decided under the lock.
+    status, unfinished = mining.status_and_unfinished(session, job_id)
+    if status in ACTIVE and unfinished:
+        return False
     job = mining.get_job(session, job_id, for_update=True)
     if job.status == JobStatus.CANCELLING:
         job.status = JobStatus.CANCELLED

@@ -280,6 +280,34 @@ def test_queued_job_cancels_at_once_and_running_job_settles(
         assert mining.job_status(session, job2.id) == JobStatus.CANCELLED
 
 
+def test_a_job_is_settled_only_when_its_work_has_stopped(
+    engine: Engine, image_dir: Path, make_config: MakeConfig
+) -> None:
+    """``finish_if_done`` (after every last-stage task) leaves a running job with items left
+    as it is, settles it as done once none are, and a cancelling one at once, also when the
+    cancel is a change of this session not written yet."""
+    add_dataset(engine, "shapes", image_dir, None)
+    config = make_config(scripted=True, captioner=False, images="all")
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(session, "shapes", config).id
+        jobs.start_job(session, job_id)
+    with session_scope(engine) as session:
+        assert not jobs.finish_if_done(session, job_id)
+        assert mining.job_status(session, job_id) == JobStatus.RUNNING
+        mining.get_job(session, job_id).status = JobStatus.CANCELLING  # not flushed
+        assert jobs.finish_if_done(session, job_id)
+        assert mining.job_status(session, job_id) == JobStatus.CANCELLED
+        assert not jobs.finish_if_done(session, job_id)  # settled once
+    with session_scope(engine) as session:
+        job_id = jobs.create_mining_job(session, "shapes", config).id
+        jobs.start_job(session, job_id)
+        session.execute(
+            update(JobItem).where(JobItem.job_id == job_id).values(status=JobItemStatus.SKIPPED)
+        )
+        assert jobs.finish_if_done(session, job_id)
+        assert mining.job_status(session, job_id) == JobStatus.DONE
+
+
 def test_transient_error_is_retried_and_a_model_that_cannot_load_fails_the_job(
     engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig, tmp_path: Path
 ) -> None:
