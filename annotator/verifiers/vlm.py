@@ -237,23 +237,28 @@ class VlmVerifier(LazyModelBackend):
 
         self.load()
         assert self._runtime is not None and self._letter_ids is not None
-        out: list[list[float]] = []
-        chunks = self._runtime.encode_chunks(images, prompts, self.batch_size)
-        for start, batch in zip(range(0, len(images), self.batch_size), chunks, strict=True):
-            counts = list(n_options[start : start + self.batch_size])
+        counts = list(n_options)
+        if not images:
+            return []
+        width = max(counts)
+        # Per batch, only the option letters' logits (rows, letters, spellings); the rest
+        # for all questions at once (per row the same operations: the same values, in a few
+        # tensor operations per call instead of per batch).
+        spelled: list[torch.Tensor] = []
+        for batch in self._runtime.encode_chunks(images, prompts, self.batch_size):
             logits = self._runtime.batch_logits(batch)
-            # (rows, letters): each letter's spellings' log-mass, for the whole batch at once
-            # (a letter with fewer spellings is padded with -inf: no mass).
-            index, padding = self._letter_table(logits.device)
-            spelled = logits[:, index[: max(counts)]] + padding[: max(counts)]
-            per_letter = torch.logsumexp(spelled, dim=2)
-            rows: list[list[float]] = [[] for _ in counts]
-            for count in set(counts):  # the questions with this many options, together
-                picked = [r for r, c in enumerate(counts) if c == count]
-                probs = torch.softmax(per_letter[picked, :count], dim=1).tolist()
-                for r, row in zip(picked, probs, strict=True):
-                    rows[r] = row
-            out += rows
+            index, _ = self._letter_table(logits.device)
+            spelled.append(logits[:, index[:width]])
+        # Each letter's spellings' log-mass (a letter with fewer spellings is padded with
+        # -inf: no mass).
+        _, padding = self._letter_table(spelled[0].device)
+        per_letter = torch.logsumexp(torch.cat(spelled) + padding[:width], dim=2)
+        out: list[list[float]] = [[] for _ in counts]
+        for count in set(counts):  # the questions with this many options, together
+            picked = [r for r, c in enumerate(counts) if c == count]
+            probs = torch.softmax(per_letter[picked, :count], dim=1).tolist()
+            for r, row in zip(picked, probs, strict=True):
+                out[r] = row
         return out
 
     def _letter_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

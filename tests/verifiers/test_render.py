@@ -228,19 +228,20 @@ def test_renderings_from_rles_are_the_renderings_of_the_masks(
         renderer.render_rles([mask_ops.encode(np.zeros((12, 16), bool))])
 
 
-@pytest.mark.parametrize("solid_pixels", [0, 1 << 30])
+@pytest.mark.parametrize(("solid_pixels", "stack_pixels"), [(0, 1 << 30), (1 << 30, 12000)])
 def test_renderings_of_many_masks_are_composed_together_with_the_same_pixels(
-    solid_pixels: int, monkeypatch: pytest.MonkeyPatch
+    solid_pixels: int, stack_pixels: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The renderings of an image's masks are composed per crop width, all together (one
-    erosion of the stacked masks for the outlines): the pixels of composing each alone, for
-    crops of several widths, masks touching every border of both panels, and either way of
-    painting the outline."""
+    """The renderings of an image's masks are composed together, as one stack of renderings
+    of several widths or a few (one erosion of the stacked masks for the outlines): the pixels
+    of composing each alone, for crops of several widths, masks touching every border of both
+    panels, and either way of painting the outline."""
     from annotator import masks as mask_ops
     from annotator.verifiers import render
     from annotator.verifiers.render import MaskRenderer
 
     monkeypatch.setattr(render, "_SOLID_PIXELS", solid_pixels)
+    monkeypatch.setattr(render, "_STACK_PIXELS", stack_pixels)  # 12000: ~3 renderings a stack
     image = _photo()
     masks = _masks_for(np.random.default_rng(7), 120, 160)
     for edge in (
@@ -259,6 +260,33 @@ def test_renderings_of_many_masks_are_composed_together_with_the_same_pixels(
     assert len({render._panel_width(x1 - x0, y1 - y0, 40) for x0, y0, x1, y1 in crops}) > 1
     for mask, rendered in zip(masks, renderer.render_runs(runs), strict=True):
         np.testing.assert_array_equal(rendered, np.asarray(renderer.render(mask)))
+
+
+@pytest.mark.parametrize("height", [1, 7, 32, 40])
+def test_image_boxes_are_scaled_together_with_the_pixels_of_each_alone(height: int) -> None:
+    """The crops of an image scaled together (read off its integral image in one pass, the
+    boxes' columns side by side) are the pixels of scaling each box alone, whichever way a box
+    is scaled (area sums off the integral image, OpenCV's area or bilinear resampling, or not
+    at all), for boxes of any shape, on every border, and one pixel wide or high."""
+    from annotator.verifiers.render import _AreaScaler, _panel_width
+
+    rng = np.random.default_rng(height)
+    h, w = 480, 640
+    pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    boxes: list[tuple[int, int, int, int]] = [(0, 0, w, h), (0, 0, 1, 1), (w - 1, 0, w, h)]
+    boxes += [(0, h - height, height, h), (3, 5, 3 + 2 * height, 5 + height)]
+    for _ in range(60):
+        bw, bh = int(rng.integers(1, w + 1)), int(rng.integers(1, h + 1))
+        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        boxes.append((x0, y0, x0 + bw, y0 + bh))
+    widths = [_panel_width(x1 - x0, y1 - y0, height) for x0, y0, x1, y1 in boxes]
+    widths[1] = 5  # grown
+    scaler = _AreaScaler(pixels)
+    assert sum(scaler._by_integral(b, height, w) for b, w in zip(boxes, widths, strict=True)) > 10
+    together = scaler.scale_many(boxes, height, widths)
+    for box, width, scaled in zip(boxes, widths, together, strict=True):
+        np.testing.assert_array_equal(scaled, _AreaScaler(pixels).scale(box, height, width))
+    assert scaler.scale_many([], height, []) == []
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 6])

@@ -69,6 +69,37 @@ def test_mv_p_accept_is_softmax_over_option_letters(tiny_vlm: str) -> None:
     assert verifier.verify_masks([]) == []
 
 
+def test_option_probabilities_of_a_call_are_those_of_each_batch_alone(tiny_vlm: str) -> None:
+    """The letters' probabilities are worked out for all of a call's questions at once: the
+    same floats as per batch of questions (what the verifier did before), with questions of
+    five, six and four options mixed, and a batch whose questions have fewer options than the
+    call's longest."""
+    counts = [5, 6, 4, 5, 4, 4, 4, 4, 6, 5, 5]
+    images = [_image(seed) for seed in range(len(counts))]
+    prompts = [f"Is this a thing number {seed % 3}? Answer A-F." for seed in range(len(counts))]
+    with VlmVerifier(tiny_vlm, batch_size=4) as verifier:
+        runtime = verifier._runtime
+        assert runtime is not None
+        expected: list[list[float]] = []
+        chunks = runtime.encode_chunks(images, prompts, 4)
+        for start, batch in zip(range(0, len(images), 4), chunks, strict=True):
+            batch_counts = counts[start : start + 4]
+            logits = runtime.batch_logits(batch)
+            index, padding = verifier._letter_table(logits.device)
+            widest = max(batch_counts)
+            per_letter = torch.logsumexp(logits[:, index[:widest]] + padding[:widest], dim=2)
+            rows: list[list[float]] = [[] for _ in batch_counts]
+            for count in set(batch_counts):
+                picked = [r for r, c in enumerate(batch_counts) if c == count]
+                probs = torch.softmax(per_letter[picked, :count], dim=1).tolist()
+                for r, row in zip(picked, probs, strict=True):
+                    rows[r] = row
+            expected += rows
+        assert max(counts[4:8]) < max(counts)  # a batch narrower than the call
+        assert verifier.option_probabilities(images, prompts, counts) == expected
+        assert verifier.option_probabilities([], [], []) == []
+
+
 def _processor_resized(verifier: VlmVerifier, image: Image.Image) -> np.ndarray:
     """``image`` as the verifier's image processor resizes it, (H, W, 3) uint8."""
     assert verifier._runtime is not None
