@@ -50,6 +50,8 @@ CALIBRATION_FILE = "calibration.json"
 # Elements (instances x pixels) upsampled at once: bounds device memory at ~256 MB of float32
 # however large the image and however many instances a phrase has.
 _UPSAMPLE_BUDGET = 64 * 1024 * 1024
+# Phrases whose token rows a proposer keeps (see Sam3Proposer._tokenize).
+_TOKEN_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,9 @@ class Sam3Proposer(LazyModelBackend):
         self._nms_iou = 1.0
         self._model: Sam3Model | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        # Each phrase's token ids and attention mask (rows of ``_tokenize``), kept: a job asks
+        # the same phrases of many images.
+        self._token_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._preprocessing: Preprocessing | None = None
         self._device: torch.device | None = None
 
@@ -287,12 +292,14 @@ class Sam3Proposer(LazyModelBackend):
         )
         self._nms_iou = self.nms_iou if self.nms_iou is not None else recorded.nms_iou
         self._tokenizer = tokenizer
+        self._token_rows.clear()
         self._model = model
 
     def release(self) -> None:
         # The weights stay in the process cache for the next job; this instance lets go of them.
         self._model = None
         self._tokenizer = None
+        self._token_rows.clear()
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -337,21 +344,30 @@ class Sam3Proposer(LazyModelBackend):
         """``(B, L)`` int64 ids and attention mask, padded to the text encoder's length.
 
         Padding every phrase to the same fixed length (as ``Sam3Processor`` does, 32 tokens)
-        makes a phrase's result independent of which other phrases share its batch.
+        makes a phrase's result independent of which other phrases share its batch. So a
+        phrase's row is the same in any batch: each is tokenized once (the phrases new to this
+        proposer together) and its row kept.
         """
         assert self._tokenizer is not None and self._model is not None
-        # The text encoder's position table bounds the prompt length (32 for SAM 3).
-        max_length = int(getattr(self._model.config.text_config, "max_position_embeddings", 32))
-        encoded = self._tokenizer(
-            list(phrases),
-            padding="max_length",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        rows = self._token_rows
+        new = [phrase for phrase in dict.fromkeys(phrases) if phrase not in rows]
+        if new:
+            # The text encoder's position table bounds the prompt length (32 for SAM 3).
+            max_length = int(getattr(self._model.config.text_config, "max_position_embeddings", 32))
+            encoded = self._tokenizer(
+                new,
+                padding="max_length",
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            if len(rows) + len(new) > _TOKEN_ROWS:
+                rows.clear()
+            for index, phrase in enumerate(new):
+                rows[phrase] = (encoded["input_ids"][index], encoded["attention_mask"][index])
         return (
-            encoded["input_ids"].to(self.device),
-            encoded["attention_mask"].to(self.device),
+            torch.stack([rows[phrase][0] for phrase in phrases]).to(self.device),
+            torch.stack([rows[phrase][1] for phrase in phrases]).to(self.device),
         )
 
     def _post_process(

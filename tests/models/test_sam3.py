@@ -197,6 +197,42 @@ def test_empty_phrase_list(proposer: Sam3Proposer, scene: Image.Image) -> None:
     assert proposer.propose(scene, []) == []
 
 
+def test_phrases_are_tokenized_once_with_the_rows_of_a_batch_call(
+    tiny_sam3_dir: Path,
+) -> None:
+    """A phrase's token ids and mask are kept after its first call: any batch of phrases,
+    known or new, repeated or not, long enough to be cut, gets the tensors one tokenizer call
+    on the whole batch gives; a reloaded proposer tokenizes again."""
+    with Sam3Proposer(str(tiny_sam3_dir), device="cpu") as proposer:
+        assert proposer._tokenizer is not None and proposer._model is not None
+        tokenizer = proposer._tokenizer
+        length = proposer._model.config.text_config.max_position_embeddings
+        long = " ".join(["striped red umbrella"] * 20)
+        calls = 0
+        original = proposer._tokenizer
+
+        def counting(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return original(*args, **kwargs)
+
+        proposer._tokenizer = counting  # type: ignore[assignment]
+        batches = [["cat", "red car"], ["red car", long, "cat", "cat"], ["tabby cat"], ["cat"]]
+        for batch in batches:
+            ids, mask = proposer._tokenize(batch)
+            expected = tokenizer(
+                batch, padding="max_length", truncation=True, max_length=length,
+                return_tensors="pt",
+            )  # fmt: skip
+            assert ids.dtype == mask.dtype == torch.int64
+            assert torch.equal(ids, expected["input_ids"]) and ids.shape == (len(batch), length)
+            assert torch.equal(mask, expected["attention_mask"])
+        assert calls == 3  # the last batch was known
+        proposer.release()
+        proposer.load()
+        assert proposer._token_rows == {}
+
+
 def test_model_version_names_the_checkpoint_and_its_hash(
     tmp_path: Path, tiny_sam3_dir: Path, proposer: Sam3Proposer
 ) -> None:
