@@ -134,12 +134,17 @@ def dense_attribute_loss(
     level as the share of each class in the position's pixels."""
     total = logits[0].sum() * 0.0
     count = 0
+    # Each attribute's one-hot maps, made once for all levels (they are targets: no gradient).
+    with torch.no_grad():
+        onehots = [
+            F.one_hot(attributes[:, a], n).permute(0, 3, 1, 2).float()
+            for a, n in enumerate(classes)
+        ]
     for level in logits:
         size = (int(level.shape[-2]), int(level.shape[-1]))
         offset = 0
         for a, n in enumerate(classes):
-            onehot = F.one_hot(attributes[:, a], n).permute(0, 3, 1, 2).float()
-            share = F.adaptive_avg_pool2d(onehot, size)
+            share = F.adaptive_avg_pool2d(onehots[a], size)
             log_p = F.log_softmax(level[:, offset : offset + n].float(), dim=1)
             total = total - (share * log_p).sum(1).mean()
             offset += n
