@@ -189,8 +189,13 @@ def train_starter_cmd(
         float, typer.Option(help="Peak learning rate of the vision steps.")
     ] = 3e-3,
     weak_steps: Annotated[
-        int, typer.Option(min=0, help="Also keep the model after this many steps (<out>-weak).")
-    ] = 300,
+        int,
+        typer.Option(
+            min=0,
+            help="Also keep the model after this many steps (<out>-weak; the flywheel demo's "
+            "round 1 starts from it; 0: none).",
+        ),
+    ] = 1500,
     scenes: Annotated[int, typer.Option(min=1, help="Synthetic training scenes.")] = 3000,
     eval_scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes to measure on.")] = 200,
     calibration_scenes: Annotated[

@@ -3,7 +3,7 @@ on the synthetic world by ``annotator train starter`` (see docs/benchmarks.md, "
 
 ``sam3-shapes/`` is the model directory (config, safetensors, tokenizer, processor config) that
 the ``sam3`` backend loads; ``sam3-shapes-weak/`` is the same run after fewer steps (the flywheel
-demo starts round 2 from it); ``metrics.json`` holds their measured figures.
+demo starts round 1 from it); ``metrics.json`` holds their measured figures.
 """
 
 from __future__ import annotations
