@@ -17,6 +17,12 @@ from annotator.cli import app, console, handle_errors
 if TYPE_CHECKING:
     from annotator.demo.run import RoundResult
 
+# Scenes per round: the one-round demo stays a quick look; a flywheel round needs enough
+# reviewed pairs for the calibrated verifier to fit and then to be refitted (with 48 scenes a
+# weak proposer's round gives it too few accepted masks).
+ONE_ROUND_IMAGES = 48
+FLYWHEEL_IMAGES = 128
+
 
 @app.command("demo")
 @handle_errors
@@ -30,7 +36,16 @@ def demo(
             min=1, help="Flywheel rounds: each after the first retrains the proposer and verifier."
         ),
     ] = 1,
-    images: Annotated[int, typer.Option(min=4, help="Synthetic scenes per round.")] = 48,
+    images: Annotated[
+        int | None,
+        typer.Option(
+            min=4,
+            help=f"Synthetic scenes per round (default {ONE_ROUND_IMAGES}; "
+            f"{FLYWHEEL_IMAGES} with --rounds 2 or more: the flywheel needs enough reviews per "
+            "round to refit the verifier).",
+            show_default=False,
+        ),
+    ] = None,
     warmup_images: Annotated[
         int, typer.Option(min=1, help="Round-1 scenes reviewed in full to fit the verifier.")
     ] = 16,
@@ -58,7 +73,9 @@ def demo(
     from annotator.demo.run import DemoSettings, run_demo
 
     settings = DemoSettings(
-        out=out, rounds=rounds, images=images, warmup_images=warmup_images,
+        out=out, rounds=rounds,
+        images=images or (ONE_ROUND_IMAGES if rounds == 1 else FLYWHEEL_IMAGES),
+        warmup_images=warmup_images,
         eval_scenes=eval_scenes, target_precision=target_precision,
         finetune_steps=finetune_steps, proposer_model=proposer_model, seed=seed, device=device,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from pycocotools.coco import COCO
 from sqlalchemy import select
@@ -84,3 +85,35 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0 or "needs at least" in text, text
     get_settings.cache_clear()
     get_engine.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("args", "images"),
+    [
+        ([], 48),
+        (["--rounds", "2"], 128),
+        (["--rounds", "3", "--images", "20"], 20),
+        (["--images", "8"], 8),
+    ],
+)
+def test_demo_scenes_per_round_default_to_more_for_the_flywheel(
+    args: list[str], images: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One round mines 48 scenes; a flywheel round 128 (enough reviews to refit the verifier);
+    --images always wins."""
+    from typer.testing import CliRunner
+
+    from annotator.cli import app
+    from annotator.demo import run
+
+    seen: list[DemoSettings] = []
+
+    def record(settings: DemoSettings, log: object) -> list[object]:
+        seen.append(settings)
+        return []
+
+    monkeypatch.setattr(run, "run_demo", record)
+    monkeypatch.setattr("annotator.cli_demo._summary", lambda results: "")
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), *args])
+    assert result.exit_code == 0, result.output
+    assert [s.images for s in seen] == [images]
