@@ -117,3 +117,25 @@ def test_demo_scenes_per_round_default_to_more_for_the_flywheel(
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), *args])
     assert result.exit_code == 0, result.output
     assert [s.images for s in seen] == [images]
+
+
+def test_demo_scenes_are_none_the_starter_is_trained_measured_or_calibrated_on() -> None:
+    """The demo mines (and the flywheel fine-tunes on) scenes apart from the starter's training
+    scenes, its held-out scenes and the calibration scenes every operating point is fitted on:
+    a fine-tuned round calibrated on its own training scenes would report a flattering fit."""
+    from annotator.demo.run import scene_seeds
+    from annotator.training.calibrate import CALIBRATION_SEED
+    from annotator.training.evaluate import HELD_OUT_SEED
+    from annotator.training.starter import CALIBRATION_SCENES, HELD_OUT_SCENES
+
+    settings = DemoSettings(rounds=3, images=128)
+    demo = {s for r in (1, 2, 3) for s in scene_seeds(settings, r)}
+    assert len(demo) == 3 * 128
+    assert scene_seeds(settings, 2)[0] == scene_seeds(settings, 1)[-1] + 1
+    for other in (
+        range(0, 3000),  # `annotator train starter --scenes 3000`
+        range(HELD_OUT_SEED, HELD_OUT_SEED + HELD_OUT_SCENES),
+        range(CALIBRATION_SEED, CALIBRATION_SEED + CALIBRATION_SCENES),
+    ):
+        assert demo.isdisjoint(other)
+    assert set(scene_seeds(DemoSettings(seed=1), 1)).isdisjoint(scene_seeds(DemoSettings(), 1))
