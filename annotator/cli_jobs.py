@@ -360,8 +360,13 @@ def jobs_show(job_id: Annotated[int, typer.Argument(help="Job id.")]) -> None:
     console.print(table)
     console.print(_rate_text(state), highlight=False)
     routing = config.get("routing", {})
+    accept = (
+        f"accept_above {routing.get('accept_above')}"
+        if routing.get("auto_accept", True)
+        else "MV auto-accept off"
+    )
     console.print(
-        f"routing: accept_above {routing.get('accept_above')}, reject_below "
+        f"routing: {accept}, reject_below "
         f"{routing.get('reject_below')} ({routing.get('threshold_source', 'configured')})",
         highlight=False,
     )

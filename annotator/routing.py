@@ -72,13 +72,18 @@ class EvQuestion(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """MV and EV thresholds on ``p_accept`` (``reject_below < accept_above``)."""
+    """MV and EV thresholds on ``p_accept`` (``reject_below < accept_above``).
+
+    ``auto_accept`` false: MV accepts no mask, whatever its score (a mask above
+    ``reject_below`` is uncertain): what a target precision that no threshold is shown to
+    reach asks for. EV keeps its thresholds."""
 
     accept_above: float = 0.9
     reject_below: float = 0.1
     ev_accept_above: float | None = None
     ev_reject_below: float | None = None
     review_non_exhaustive: bool = True
+    auto_accept: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject_below < self.accept_above <= 1.0:
@@ -135,7 +140,7 @@ class PairDecision:
 
 def mask_decision(p_accept: float, t: Thresholds) -> MaskDecision:
     """accept / reject / uncertain for one MV score."""
-    if p_accept >= t.accept_above:
+    if t.auto_accept and p_accept >= t.accept_above:
         return MaskDecision.ACCEPT
     if p_accept <= t.reject_below:
         return MaskDecision.REJECT
@@ -144,7 +149,7 @@ def mask_decision(p_accept: float, t: Thresholds) -> MaskDecision:
 
 def ev_question(mv_scores: Sequence[float], t: Thresholds, *, hard_negative: bool) -> EvQuestion:
     """Which EV question a pair gets: exhaustivity when some mask would be accepted."""
-    if hard_negative or not any(p >= t.accept_above for p in mv_scores):
+    if hard_negative or not any(mask_decision(p, t) == MaskDecision.ACCEPT for p in mv_scores):
         return EvQuestion.ABSENCE
     return EvQuestion.EXHAUSTIVITY
 
@@ -177,10 +182,14 @@ def route_pair(scores: PairScores, t: Thresholds) -> PairDecision:
 
     if uncertain:
         scores_text = ", ".join(_f(m.p_accept) for m in uncertain[:5])
+        band = (
+            f"in ({_f(t.reject_below)}, {_f(t.accept_above)})"
+            if t.auto_accept
+            else f"> reject_below {_f(t.reject_below)} (MV auto-accept off)"
+        )
         return decide(
             PairOutcome.REVIEW,
-            f"{len(uncertain)} of {n} masks uncertain: MV p in ({_f(t.reject_below)}, "
-            f"{_f(t.accept_above)}): {scores_text}",
+            f"{len(uncertain)} of {n} masks uncertain: MV p {band}: {scores_text}",
         )
     if ev is None:
         return decide(PairOutcome.REVIEW, "no EV score")
@@ -289,8 +298,10 @@ def fitted_thresholds(
 ) -> tuple[Thresholds, str]:
     """MV thresholds for ``target_precision`` fitted on reviewed masks, with a note saying how.
 
-    A side that cannot be fitted keeps its default; the accept threshold is never below the
-    reject threshold.
+    The reject side keeps its default when it cannot be fitted. The accept side cannot fall back
+    to a default: no threshold is shown to reach the target, so MV auto-accept is off
+    (``auto_accept`` false; masks above ``reject_below`` go to a person). The accept threshold
+    is never below the reject threshold.
     """
     hi = fit_accept_threshold(scores, accepted, target_precision, min_support)
     lo = fit_reject_threshold(scores, accepted, target_precision, min_support)
@@ -301,7 +312,9 @@ def fitted_thresholds(
         accept_above, reject_below = default.accept_above, default.reject_below
         hi = lo = None
     parts = [
-        f"accept_above {'fitted' if hi is not None else 'default'} {accept_above:.3f}",
+        f"accept_above fitted {accept_above:.3f}"
+        if hi is not None
+        else "no accept_above reaches it: MV auto-accept off",
         f"reject_below {'fitted' if lo is not None else 'default'} {reject_below:.3f}",
     ]
     note = f"target precision {target_precision:.3f} on {len(scores)} reviewed masks: " + ", ".join(
@@ -313,5 +326,6 @@ def fitted_thresholds(
         ev_accept_above=default.ev_accept_above,
         ev_reject_below=default.ev_reject_below,
         review_non_exhaustive=default.review_non_exhaustive,
+        auto_accept=hi is not None,
     )
     return fitted, note

@@ -91,6 +91,23 @@ def test_non_exhaustive_positives_when_review_is_off_and_separate_ev_thresholds(
         Thresholds(ev_accept_above=0.1, ev_reject_below=0.2)
 
 
+def test_with_auto_accept_off_mv_accepts_no_mask() -> None:
+    """Auto-accept off (a target precision no threshold is shown to reach): a mask of any
+    score above reject_below is uncertain and its pair goes to a person; rejections and EV's
+    negatives work as before, and EV asks about absence (no mask would be accepted)."""
+    off = Thresholds(accept_above=0.8, reject_below=0.2, auto_accept=False)
+    assert mask_decision(1.0, off) == MaskDecision.UNCERTAIN
+    assert mask_decision(0.2, off) == MaskDecision.REJECT
+    decision = route_pair(pair(1.0, 0.9, ev=0.99), off)
+    assert decision.outcome == PairOutcome.REVIEW and decision.accepted == ()
+    assert decision.reason == (
+        "2 of 2 masks uncertain: MV p > reject_below 0.200 (MV auto-accept off): 1.000, 0.900"
+    )
+    negative = route_pair(pair(0.1, ev=0.9), off)
+    assert negative.outcome == PairOutcome.NEGATIVE and negative.is_exhaustive is True
+    assert ev_question([1.0], off, hard_negative=False) == EvQuestion.ABSENCE
+
+
 def test_ev_question_matches_what_routing_reads() -> None:
     assert ev_question([0.9, 0.1], T, hard_negative=False) == EvQuestion.EXHAUSTIVITY
     assert ev_question([0.7, 0.1], T, hard_negative=False) == EvQuestion.ABSENCE
@@ -120,9 +137,19 @@ def test_fit_reject_threshold_and_fitted_thresholds() -> None:
     assert fit_reject_threshold(scores, accepted, 1.0, min_support=2) == 0.2
     assert fit_accept_threshold(scores, accepted, 1.0, min_support=2) == 0.3
     fitted, note = fitted_thresholds(scores, accepted, 1.0, default=T, min_support=2)
-    assert (fitted.accept_above, fitted.reject_below) == (0.3, 0.2)
+    assert (fitted.accept_above, fitted.reject_below, fitted.auto_accept) == (0.3, 0.2, True)
     assert "accept_above fitted 0.300" in note and "10 reviewed masks" in note
+    # No reviews: nothing shows a threshold reaching the target, so nothing is auto-accepted
+    # (not the default 0.8, which nothing vouches for); the reject side keeps its default.
     none, note = fitted_thresholds([], [], 0.9, default=T)
-    assert (none.accept_above, none.reject_below) == (0.8, 0.2) and "default" in note
+    assert (none.accept_above, none.reject_below, none.auto_accept) == (0.8, 0.2, False)
+    assert note == (
+        "target precision 0.900 on 0 reviewed masks: no accept_above reaches it: MV auto-accept "
+        "off, reject_below default 0.200"
+    )
+    # Only the reject side reaches the target: fitted, and still no auto-accept.
+    rejects, note = fitted_thresholds(scores[:5], accepted[:5], 0.8, default=T, min_support=2)
+    assert (rejects.reject_below, rejects.auto_accept) == (0.3, False)
+    assert "reject_below fitted 0.300" in note
     with pytest.raises(ValueError):
         fit_accept_threshold([0.5], [True, False], 0.9)

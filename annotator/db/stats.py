@@ -7,6 +7,7 @@ and come back as ``(bucket start as ISO text, ...)`` rows in time order.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -306,13 +307,15 @@ def reviewed_masks(
 
 
 def job_thresholds(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """(accept_above, reject_below) of each mining job's routing config."""
+    """(accept_above, reject_below) of each mining job's routing config; accept_above is
+    ``inf`` where the job's MV auto-accept was off (``routing.auto_accept`` false)."""
     out: dict[int, tuple[float, float]] = {}
     for part in chunks(sorted(set(job_ids)), 1000):
         for jid, config in session.execute(select(Job.id, Job.config).where(Job.id.in_(part))):
             routing = (config or {}).get("routing", {})
+            accept_above = float(routing.get("accept_above", 0.9))
             out[jid] = (
-                float(routing.get("accept_above", 0.9)),
+                accept_above if routing.get("auto_accept", True) else math.inf,
                 float(routing.get("reject_below", 0.1)),
             )
     return out

@@ -44,6 +44,8 @@ class RoutingConfig(BaseModel):
     is uncertain (a person decides). EV uses ``ev_accept_above`` / ``ev_reject_below`` (default: the
     MV thresholds). With ``target_precision`` the MV thresholds are fitted on reviewed proposals
     when the job is created (see ``annotator.services.jobs``); ``threshold_source`` records how.
+    ``auto_accept`` false: MV accepts no mask (set when no threshold is shown to reach the
+    target precision).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +58,7 @@ class RoutingConfig(BaseModel):
     # True: a pair whose accepted masks EV judges not exhaustive goes to review (a person adds the
     # missing instances). False: it becomes a positive with is_exhaustive = false.
     review_non_exhaustive: bool = True
+    auto_accept: bool = True
     threshold_source: str = "configured"
 
     @model_validator(mode="after")

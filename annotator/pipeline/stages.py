@@ -122,6 +122,7 @@ class _Item:
             ev_accept_above=r.ev_accept_above,
             ev_reject_below=r.ev_reject_below,
             review_non_exhaustive=r.review_non_exhaustive,
+            auto_accept=r.auto_accept,
         )
 
 

@@ -74,7 +74,9 @@ def _aware(moment: datetime | None) -> datetime | None:
 def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
     """With ``routing.target_precision``: the MV thresholds for it, from the calibrated
     verifier's own fit when it was fitted for that precision, else fitted on the reviewed
-    proposals this verifier scored; the defaults when neither is possible. The result says how in
+    proposals this verifier scored. When neither shows an accept threshold that reaches the
+    target, MV auto-accept is off (``routing.auto_accept``: a person sees every mask MV does not
+    reject); the reject threshold keeps its default. The result says how in
     ``routing.threshold_source``."""
     routing = config.routing
     target = routing.target_precision
@@ -127,6 +129,7 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
             **routing.model_dump(),
             "accept_above": thresholds.accept_above,
             "reject_below": thresholds.reject_below,
+            "auto_accept": thresholds.auto_accept,
             "threshold_source": f"{why}{note} (verifier {version})",
         }
     )

@@ -184,6 +184,30 @@ def test_routing_through_the_pipeline_records_decisions_and_reasons(
         assert session.query(Annotation).count() == n_red
 
 
+def test_a_job_with_auto_accept_off_sends_every_kept_mask_to_a_person(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    """``routing.auto_accept`` false (a target precision nothing is shown to reach): the
+    pipeline's routing accepts no mask however high MV scores it; rejections and verified
+    negatives are unchanged."""
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    fakes.MV_SCRIPT.update({"red car": [0.99], "blue car": [0.05]})
+    fakes.EV_SCRIPT.update({"red car": 0.99, "blue car": 0.99})
+    config = make_config(
+        scripted=True, captioner=False, hard_negatives=False,
+        routing={"accept_above": 0.8, "reject_below": 0.2, "auto_accept": False},
+    )  # fmt: skip
+    _job_id, status = launch_job(engine, "shapes", config)
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        pairs = {p.concept.text: p for p in session.scalars(select(Pair))}
+        red = pairs["red car"]
+        assert red.state == PairState.IN_REVIEW
+        assert "MV auto-accept off" in (red.state_reason or "")
+        assert pairs["blue car"].state == PairState.NEGATIVE
+        assert session.query(Annotation).count() == 0
+
+
 def test_running_every_stage_twice_adds_nothing(
     engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
 ) -> None:
