@@ -196,3 +196,35 @@ def test_pair_states_are_set_by_id(engine: Engine) -> None:
             pairs[1]: (PairState.PENDING, None, None, False),
             pairs[2]: (PairState.IN_REVIEW, None, "ev: 50% sure", True),
         }
+
+
+def test_job_thresholds_read_each_jobs_routing_and_its_auto_accept_flag(engine: Engine) -> None:
+    """What the verifier insights compare scores with: a job's accept_above and reject_below,
+    accept_above infinite where its MV auto-accept was off (no score is in the auto-accept
+    band), the defaults for a job whose config names no thresholds."""
+    import math
+
+    from annotator.db import stats
+    from annotator.db.models import Dataset, Job, JobKind, JobStatus
+
+    with session_factory(engine)() as session:
+        dataset = Dataset(name="d")
+        session.add(dataset)
+        session.flush()
+        configs = [
+            {"routing": {"accept_above": 0.7, "reject_below": 0.3}},
+            {"routing": {"accept_above": 0.7, "reject_below": 0.3, "auto_accept": False}},
+            {},
+        ]
+        jobs = [
+            Job(dataset_id=dataset.id, kind=JobKind.MINE, status=JobStatus.DONE, config=c)
+            for c in configs
+        ]
+        session.add_all(jobs)
+        session.flush()
+        found = stats.job_thresholds(session, [j.id for j in jobs] + [jobs[0].id])
+        assert found == {
+            jobs[0].id: (0.7, 0.3),
+            jobs[1].id: (math.inf, 0.3),
+            jobs[2].id: (0.9, 0.1),
+        }
