@@ -260,3 +260,7 @@ def test_dashboard_pages_render(client: TestClient, tokens: Tokens, made: Made) 
     # Disabled until dashboard.js has its submit handler: a click while the (deferred, after
     # the large plotly bundle) script is not ready yet would submit the form natively.
     assert re.search(r'<button type="submit" id="launch-button" disabled[ >]', page)
+    # The job page's Cancel / Resume likewise, until job.js has bound them (a click is lost).
+    job_page = client.get(f"/dashboard/jobs/{made.job_id}").text
+    for action in ("cancel", "resume"):
+        assert re.search(rf'<button id="{action}-button" class="secondary" disabled[ >]', job_page)

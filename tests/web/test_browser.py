@@ -138,6 +138,9 @@ def test_dashboard_launch_watch_and_view_masks(server: tuple[str, str, Path]) ->
             expect(page.locator("#job-status")).to_have_text("done")
             expect(page.locator("#stages tbody tr")).to_have_count(5)
             expect(page.locator("#job-images")).to_have_text("3 / 3")
+            # Served disabled, enabled by job.js once their handlers are attached.
+            expect(page.locator("#cancel-button")).to_be_enabled()
+            expect(page.locator("#resume-button")).to_be_enabled()
             expect(page.locator("#plot-job-throughput")).to_have_attribute("data-rendered", "1")
             page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
 

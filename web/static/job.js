@@ -71,7 +71,13 @@
     }
   }
 
-  document.getElementById("cancel-button")?.addEventListener("click", () => act("cancel"));
-  document.getElementById("resume-button")?.addEventListener("click", () => act("resume"));
+  // The buttons are served disabled: a click before these handlers exist would be lost.
+  for (const action of ["cancel", "resume"]) {
+    const button = document.getElementById(`${action}-button`);
+    if (!button) continue;
+    button.addEventListener("click", () => act(action));
+    button.disabled = false;
+    button.removeAttribute("title");
+  }
   document.addEventListener("DOMContentLoaded", poll);
 })();
