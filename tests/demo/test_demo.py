@@ -139,3 +139,20 @@ def test_demo_scenes_are_none_the_starter_is_trained_measured_or_calibrated_on()
     ):
         assert demo.isdisjoint(other)
     assert set(scene_seeds(DemoSettings(seed=1), 1)).isdisjoint(scene_seeds(DemoSettings(), 1))
+
+
+def test_the_summary_states_the_threshold_source_in_a_clause() -> None:
+    from annotator.cli_demo import _threshold_text
+
+    off = (
+        "calibrated verifier: target precision 0.950 not reached on 34 held-out reviews; target "
+        "precision 0.950 on 0 reviewed masks: no accept_above reaches it: MV auto-accept off, "
+        "reject_below default 0.100 (verifier calibrated@fa38b82c)"
+    )
+    assert _threshold_text(off) == (
+        "calibrated verifier: target precision 0.950 not reached on 34 held-out reviews: "
+        "MV auto-accept off"
+    )
+    fitted = "calibrated verifier: precision 1.000 (target 0.950) on 178 held-out reviews"
+    assert _threshold_text(fitted) == fitted
+    assert _threshold_text("configured") == "configured"
