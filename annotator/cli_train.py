@@ -23,6 +23,10 @@ from rich.progress import (
 )
 
 from annotator.cli import app, console, err_console, handle_errors, ready_engine
+from annotator.errors import InvalidInputError
+
+# Fewest set-aside images an operating point is fitted on (fewer: no calibration.json).
+MIN_CALIBRATION_IMAGES = 10
 
 train_app = typer.Typer(help="Train the proposer.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -103,17 +107,29 @@ def train_proposer(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue from <out>/.training/.")
     ] = True,
+    calibration_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of the labelled images (at most 200) set aside, not trained on, to fit "
+            "the operating point on (presence shift, class temperature, score exponent, mask "
+            f"NMS -> calibration.json); fitted when at least {MIN_CALIBRATION_IMAGES} images "
+            "are set aside. 0: none.",
+        ),
+    ] = 0.2,
 ) -> None:
     """Fine-tune a SAM 3 proposer on a dataset's accepted labels.
 
     Examples are the dataset's instance-exhaustive positive pairs with their current masks
-    (automatic and human) and its negative pairs (verified absent). The result is a model
-    directory for `annotator mine --proposer-model DIR`.
+    (automatic and human) and its negative pairs (verified absent). A share of the labelled
+    images is set aside to fit the model's operating point on after training. The result is a
+    model directory for `annotator mine --proposer-model DIR`.
     """
     from annotator.db.session import session_scope
     from annotator.miners.sam3 import Preprocessing, _image_processor_config
     from annotator.starter import starter_model_dir
-    from annotator.training.database import dataset_examples
+    from annotator.training.database import split_dataset_examples
     from annotator.training.trainer import TrainSettings, train
 
     source = init or starter_model_dir()
@@ -122,12 +138,20 @@ def train_proposer(
         console.status(f"reading the accepted labels of {name!r} ..."),
         session_scope(ready_engine()) as session,
     ):
-        examples, stats = dataset_examples(session, name, preprocessing)
+        examples, held_out, stats = split_dataset_examples(
+            session, name, preprocessing, calibration_share=calibration_share, seed=seed
+        )
     console.print(
-        f"{len(examples):,} images, {stats.positives:,} positive pairs ({stats.masks:,} masks), "
+        f"{len(examples):,} images to train on ({stats.calibration_images:,} more set aside for "
+        f"calibration), {stats.positives:,} positive pairs ({stats.masks:,} masks), "
         f"{stats.negatives:,} negative pairs; {stats.skipped_not_exhaustive:,} positive pairs "
         "left out (not instance-exhaustive)"
     )
+    if not examples:
+        raise InvalidInputError(
+            f"dataset {name!r} has no labelled image to train on (positive or negative pairs "
+            "with readable images)"
+        )
     settings = _settings(
         steps=steps, images_per_batch=images_per_batch, phrases_per_image=phrases_per_image,
         lr=lr, warmup_steps=warmup_steps, seed=seed, device=device, threads=threads,
@@ -143,6 +167,25 @@ def train_proposer(
     console.print(
         f"wrote {out} ({result.steps} steps, loss {result.first_loss:.3f} -> "
         f"{result.last_loss:.3f}, {result.elapsed_s:.0f} s)"
+    )
+    if len(held_out) < MIN_CALIBRATION_IMAGES:
+        console.print(
+            f"[yellow]operating point not fitted[/]: {len(held_out)} images set aside, "
+            f"{MIN_CALIBRATION_IMAGES} needed (--calibration-share); {out} has no "
+            "calibration.json: its score is the plain product, without mask NMS"
+        )
+        return
+    from annotator.training.calibrate import apply_operating_point, fit_operating_point
+
+    with console.status(f"fitting the operating point on {len(held_out)} set-aside images ..."):
+        point = fit_operating_point(out, held_out, device=device)
+        apply_operating_point(out, point)
+    nms = "off" if point.nms_iou >= 1 else f"at IoU {point.nms_iou:g}"
+    console.print(
+        f"operating point fitted on {point.scenes} set-aside images: presence "
+        f"{point.presence_shift:+.1f}, class x{point.class_scale:.2f}, score exponent "
+        f"{point.score_exponent:.2f}, mask NMS {nms} (cgF1 there {point.cgf1_before:.1f} -> "
+        f"{point.cgf1_after:.1f}) -> {out / 'calibration.json'}"
     )
 
 

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from annotator import masks as mask_ops
 from annotator.datasets.synthetic import Scene, make_scene
@@ -47,6 +48,7 @@ from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1_from_counts, pair_c
 
 __all__ = [
     "CALIBRATION_SEED",
+    "GroundTruthImage",
     "OperatingPoint",
     "apply_operating_point",
     "calibration_scenes",
@@ -81,6 +83,22 @@ class OperatingPoint:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class GroundTruthImage:
+    """An image with, per phrase, every instance mask (``(H, W)`` bool, the image's size; none
+    for a phrase verified absent): what an operating point is fitted on, from synthetic scenes
+    or from a dataset's labelled images (:func:`annotator.training.database.labelled_images`)."""
+
+    image: Image.Image
+    phrases: Sequence[tuple[str, Sequence[np.ndarray]]]
+
+    @classmethod
+    def of_scene(cls, scene: Scene) -> GroundTruthImage:
+        """A synthetic scene's present phrases and true negatives with their masks."""
+        phrases = [*scene.positives, *scene.negatives]
+        return cls(scene.image, [(p, scene.masks_of(p)) for p in phrases])
+
+
 def calibration_scenes(count: int, size: int) -> list[Scene]:
     """The fixed calibration scenes: seeds ``CALIBRATION_SEED ..``."""
     return [make_scene(CALIBRATION_SEED + k, size=size) for k in range(count)]
@@ -109,21 +127,21 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def _collect(model_dir: Path, scenes: Sequence[Scene], device: str) -> list[_Pair]:
+def _collect(model_dir: Path, items: Sequence[GroundTruthImage], device: str) -> list[_Pair]:
     from annotator.miners.sam3 import Sam3Proposer
 
     pairs: list[_Pair] = []
     with Sam3Proposer(
         str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0
     ) as proposer:
-        for scene in scenes:
-            phrases = [*scene.positives, *scene.negatives]
-            for phrase, found in zip(phrases, proposer.propose(scene.image, phrases), strict=True):
-                instances = scene.masks_of(phrase)
+        for item in items:
+            phrases = [phrase for phrase, _ in item.phrases]
+            found_all = proposer.propose(item.image, phrases) if phrases else []
+            for (_, instances), found in zip(item.phrases, found_all, strict=True):
                 presence = max(float(found.presence), 1e-12)
                 # score = sigmoid(class) x presence: the class probability is score / presence.
                 class_p = np.asarray(found.scores, dtype=np.float64) / presence
-                gt = mask_ops.encode_many(np.stack(instances)) if instances else []
+                gt = mask_ops.encode_many(np.stack(list(instances))) if len(instances) else []
                 pred = list(found.masks)
                 pairs.append(
                     _Pair(
@@ -225,7 +243,7 @@ def _best_point(
 
 def fit_operating_point(
     model_dir: Path,
-    scenes: Sequence[Scene],
+    scenes: Sequence[Scene | GroundTruthImage],
     *,
     device: str = "cpu",
     deltas: Sequence[float] = DELTAS,
@@ -234,11 +252,12 @@ def fit_operating_point(
     nms_ious: Sequence[float] = NMS_IOUS,
 ) -> OperatingPoint:
     """The grid point ``(nms, delta, scale, threshold)`` with the best cgF1 (at the 0.5 rule,
-    the exponent moving it to ``threshold``) on ``scenes``; ties go to the lighter NMS (none
-    first), then to the smallest change from ``(0, 1, 0.5)``. The cgF1 of each point comes from
-    count tables built once per NMS IoU (:class:`_Table`), the same figure
-    :func:`annotator.metrics.cgf1` gives."""
-    pairs = _collect(model_dir, scenes, device)
+    the exponent moving it to ``threshold``) on ``scenes`` (synthetic scenes or labelled
+    images); ties go to the lighter NMS (none first), then to the smallest change from
+    ``(0, 1, 0.5)``. The cgF1 of each point comes from count tables built once per NMS IoU
+    (:class:`_Table`), the same figure :func:`annotator.metrics.cgf1` gives."""
+    items = [s if isinstance(s, GroundTruthImage) else GroundTruthImage.of_scene(s) for s in scenes]
+    pairs = _collect(model_dir, items, device)
     before = _Table(pairs).score(0.0, 1.0)
     best, nms = (before, 0.0, 1.0, 0.5), 1.0
     # No NMS first, then lighter ones: a heavier one must score strictly better to be chosen.

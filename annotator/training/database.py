@@ -11,11 +11,13 @@ from annotator import masks as mask_ops
 from annotator import media
 from annotator.db import repositories as repo
 from annotator.db import training as training_db
+from annotator.errors import InvalidInputError
 from annotator.images import load_image
 from annotator.miners.sam3 import Preprocessing
+from annotator.training.calibrate import GroundTruthImage
 from annotator.training.data import Example, resize_example
 
-__all__ = ["ExampleStats", "dataset_examples"]
+__all__ = ["MAX_CALIBRATION_IMAGES", "ExampleStats", "dataset_examples", "split_dataset_examples"]
 
 
 @dataclass
@@ -25,12 +27,36 @@ class ExampleStats:
     masks: int = 0
     skipped_not_exhaustive: int = 0
     skipped_images: int = 0
+    # Labelled images set aside to fit the operating point on (not trained on).
+    calibration_images: int = 0
+
+
+# At most this many labelled images are set aside for calibration (their full-size masks are
+# kept in memory until the fit).
+MAX_CALIBRATION_IMAGES = 200
 
 
 def dataset_examples(
     session: Session, name: str, preprocessing: Preprocessing
 ) -> tuple[list[Example], ExampleStats]:
-    """One :class:`Example` per image of dataset ``name`` that has accepted labels.
+    """:func:`split_dataset_examples` with no calibration share: every labelled image."""
+    examples, _, stats = split_dataset_examples(session, name, preprocessing)
+    return examples, stats
+
+
+def split_dataset_examples(
+    session: Session,
+    name: str,
+    preprocessing: Preprocessing,
+    *,
+    calibration_share: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[Example], list[GroundTruthImage], ExampleStats]:
+    """One :class:`Example` per image of dataset ``name`` that has accepted labels, less a
+    ``calibration_share`` of those images (chosen by ``seed``, at most
+    :data:`MAX_CALIBRATION_IMAGES`) kept at full size as ``GroundTruthImage`` for fitting an
+    operating point (:func:`annotator.training.calibrate.fit_operating_point`) on images the
+    model is not trained on.
 
     Positives: pairs in state ``positive`` that are instance-exhaustive (or not known not to
     be), with their current (not superseded) annotations, automatic and human; a positive pair
@@ -38,10 +64,17 @@ def dataset_examples(
     background. Negatives: pairs in state ``negative`` (verified absent). Crowd annotations are
     left out. An image that cannot be read is skipped and counted.
     """
+    if not 0.0 <= calibration_share < 1.0:
+        raise InvalidInputError(f"calibration share must be in [0, 1), got {calibration_share}")
     dataset = repo.get_dataset(session, name)
     stats = ExampleStats()
     examples: list[Example] = []
-    for image in training_db.labelled_images(session, dataset.id):
+    held_out: list[GroundTruthImage] = []
+    images = training_db.labelled_images(session, dataset.id)
+    count = min(MAX_CALIBRATION_IMAGES, int(len(images) * calibration_share))
+    order = np.random.default_rng(seed).permutation(len(images))
+    calibration = {images[int(k)].id for k in order[:count]}
+    for image in images:
         phrases: list[tuple[str, list[np.ndarray]]] = []
         for pair in image.pairs:
             if pair.positive and pair.is_exhaustive is False:
@@ -65,5 +98,9 @@ def dataset_examples(
         except Exception:
             stats.skipped_images += 1
             continue
-        examples.append(resize_example(picture, phrases, preprocessing))
-    return examples, stats
+        if image.id in calibration:
+            held_out.append(GroundTruthImage(picture, phrases))
+            stats.calibration_images += 1
+        else:
+            examples.append(resize_example(picture, phrases, preprocessing))
+    return examples, held_out, stats

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -14,6 +15,7 @@ from annotator.db.models import Annotation, AnnotationSource, Review
 from annotator.db.session import get_engine, session_scope
 from annotator.demo.reviewer import SIMULATED_REVIEWER
 from annotator.demo.run import DemoSettings, run_demo
+from annotator.errors import InvalidInputError
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
@@ -77,6 +79,47 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "positive pairs" in result.output and (tmp_path / "p" / "model.safetensors").is_file()
+    # 20 labelled images: the default share (0.2) sets 4 aside, too few to fit an operating
+    # point on; the command says so and writes no calibration.json.
+    assert "4 more set aside for calibration" in result.output
+    assert "operating point not fitted" in result.output
+    assert not (tmp_path / "p" / "calibration.json").exists()
+    result = runner.invoke(
+        app,
+        [
+            "--database-url", url, "train", "proposer", "demo", "--out", str(tmp_path / "p2"),
+            "--init", str(out / "models" / "proposer-round2"), "--steps", "2", "--device", "cpu",
+            "--calibration-share", "0.6",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "operating point fitted on 12 set-aside images" in result.output, result.output
+    recorded = json.loads((tmp_path / "p2" / "calibration.json").read_text())
+    assert {"score_exponent", "nms_iou"} <= set(recorded)
+    with session_scope(engine) as session:
+        from annotator.miners.sam3 import Preprocessing, _image_processor_config
+        from annotator.training.database import split_dataset_examples
+
+        preprocessing = Preprocessing.from_config(_image_processor_config(str(tmp_path / "p")))
+        examples, held, stats = split_dataset_examples(
+            session, "demo", preprocessing, calibration_share=0.25, seed=3
+        )
+        assert (len(examples), len(held), stats.calibration_images) == (15, 5, 5)
+        again = split_dataset_examples(
+            session, "demo", preprocessing, calibration_share=0.25, seed=3
+        )[1]
+        assert [np.asarray(h.image).tobytes() for h in held] == [
+            np.asarray(h.image).tobytes() for h in again
+        ]  # the same images for the same seed: a resumed run calibrates on what it set aside
+        # Set aside at full size (the masks the image's own), for the fit to score.
+        assert all(
+            m.shape == (item.image.height, item.image.width)
+            for item in held
+            for _, masks in item.phrases
+            for m in masks
+        )
+        with pytest.raises(InvalidInputError, match="calibration share"):
+            split_dataset_examples(session, "demo", preprocessing, calibration_share=1.0)
     result = runner.invoke(
         app, ["--database-url", url, "train", "verifier", "demo", "--out", str(tmp_path / "v")]
     )
