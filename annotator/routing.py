@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "EvQuestion",
@@ -320,12 +320,7 @@ def fitted_thresholds(
     note = f"target precision {target_precision:.3f} on {len(scores)} reviewed masks: " + ", ".join(
         parts
     )
-    fitted = Thresholds(
-        accept_above=accept_above,
-        reject_below=reject_below,
-        ev_accept_above=default.ev_accept_above,
-        ev_reject_below=default.ev_reject_below,
-        review_non_exhaustive=default.review_non_exhaustive,
-        auto_accept=hi is not None,
+    fitted = replace(
+        default, accept_above=accept_above, reject_below=reject_below, auto_accept=hi is not None
     )
     return fitted, note

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from annotator.config import Settings, get_settings
+from annotator.routing import Thresholds
 
 __all__ = ["NO_CAPTIONER", "BackendSpec", "MiningConfig", "RoutingConfig"]
 
@@ -79,6 +80,17 @@ class RoutingConfig(BaseModel):
     @property
     def ev_low(self) -> float:
         return self.reject_below if self.ev_reject_below is None else self.ev_reject_below
+
+    def thresholds(self) -> Thresholds:
+        """These thresholds as :func:`annotator.routing.route_pair` takes them."""
+        return Thresholds(
+            accept_above=self.accept_above,
+            reject_below=self.reject_below,
+            ev_accept_above=self.ev_accept_above,
+            ev_reject_below=self.ev_reject_below,
+            review_non_exhaustive=self.review_non_exhaustive,
+            auto_accept=self.auto_accept,
+        )
 
 
 ImageSelection = Literal["new", "all"]

@@ -115,15 +115,7 @@ class _Item:
 
     @property
     def thresholds(self) -> Thresholds:
-        r = self.config.routing
-        return Thresholds(
-            accept_above=r.accept_above,
-            reject_below=r.reject_below,
-            ev_accept_above=r.ev_accept_above,
-            ev_reject_below=r.ev_reject_below,
-            review_non_exhaustive=r.review_non_exhaustive,
-            auto_accept=r.auto_accept,
-        )
+        return self.config.routing.thresholds()
 
 
 # ------------------------------------------------------------------------------ per-process caches

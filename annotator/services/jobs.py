@@ -33,7 +33,7 @@ from annotator.db.models import Job, JobItemStatus, JobKind, JobStatus
 from annotator.errors import ConflictError, InvalidInputError
 from annotator.pipeline.config import MiningConfig, RoutingConfig
 from annotator.pipeline.stages import STAGES, job_config
-from annotator.routing import Thresholds, fitted_thresholds
+from annotator.routing import fitted_thresholds
 
 __all__ = [
     "JobProgress",
@@ -116,14 +116,7 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
 
     version = get_backends(config).model_version("verifier")
     scores, labels = mining.reviewed_mask_scores(session, version)
-    default = Thresholds(
-        accept_above=routing.accept_above,
-        reject_below=routing.reject_below,
-        ev_accept_above=routing.ev_accept_above,
-        ev_reject_below=routing.ev_reject_below,
-        review_non_exhaustive=routing.review_non_exhaustive,
-    )
-    thresholds, note = fitted_thresholds(scores, labels, target, default=default)
+    thresholds, note = fitted_thresholds(scores, labels, target, default=routing.thresholds())
     fitted_routing = RoutingConfig(
         **{
             **routing.model_dump(),
