@@ -17,6 +17,7 @@ the CPU build of torch, and doing it in torch lets the resize run on the GPU.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from annotator import modeling
 from annotator.backends import LazyModelBackend, PhraseProposals
 from annotator.config import get_settings
 from annotator.images import ensure_rgb
+from annotator.miners import refine
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Sam3Model
@@ -52,6 +54,9 @@ CALIBRATION_FILE = "calibration.json"
 _UPSAMPLE_BUDGET = 64 * 1024 * 1024
 # Phrases whose token rows a proposer keeps (see Sam3Proposer._tokenize).
 _TOKEN_ROWS = 4096
+# The guided-filter refinement's default ridge, and the largest radius (input pixels) accepted.
+DEFAULT_REFINE_EPS = 1e-3
+MAX_REFINE_RADIUS = 64.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,10 @@ class Calibration:
     # Masks of one phrase overlapping a better-scored kept one by more IoU than this are
     # dropped (1: no suppression).
     nms_iou: float = 1.0
+    # Guided-filter refinement of the resized masks (:mod:`annotator.miners.refine`): radius in
+    # input pixels (0: off) and ridge on colours in [0, 1].
+    mask_refine_radius: float = 0.0
+    mask_refine_eps: float = DEFAULT_REFINE_EPS
 
 
 def read_calibration(source: str) -> Calibration:
@@ -158,7 +167,12 @@ def read_calibration(source: str) -> Calibration:
     except ValueError as exc:
         raise ValueError(f"{path}: not a calibration record ({exc})") from exc
     values: dict[str, float] = {}
-    for key, low, high in (("score_exponent", 0.0, None), ("nms_iou", 0.0, 1.0)):
+    for key, low, high in (
+        ("score_exponent", 0.0, None),
+        ("nms_iou", 0.0, 1.0),
+        ("mask_refine_radius", None, MAX_REFINE_RADIUS),
+        ("mask_refine_eps", 0.0, None),
+    ):
         if key not in recorded:
             continue
         value = recorded[key]
@@ -166,11 +180,23 @@ def read_calibration(source: str) -> Calibration:
             number = float(value)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {key} must be a number, got {value!r}") from exc
-        if not number > low or (high is not None and number > high):
-            bounds = "positive" if high is None else f"in ({low:g}, {high:g}]"
-            raise ValueError(f"{path}: {key} must be {bounds}, got {value!r}")
+        problem = _out_of_bounds(number, low, high)
+        if problem:
+            raise ValueError(f"{path}: {key} must be {problem}, got {value!r}")
         values[key] = number
     return Calibration(**values)
+
+
+def _out_of_bounds(number: float, low: float | None, high: float | None) -> str:
+    """What ``number`` must be when it is outside ``(low, high]`` (``low`` None: ``[0, high]``),
+    else the empty string."""
+    if low is None:
+        if not 0.0 <= number <= (high if high is not None else math.inf):
+            return f"in [0, {high:g}]" if high is not None else "at least 0"
+        return ""
+    if not number > low or (high is not None and number > high):
+        return "positive" if high is None and low == 0.0 else f"in ({low:g}, {high:g}]"
+    return ""
 
 
 class Sam3Proposer(LazyModelBackend):
@@ -194,6 +220,12 @@ class Sam3Proposer(LazyModelBackend):
             phrase exceeds this (greedy mask NMS, before ``max_instances``); 1 keeps every
             mask (SAM 3's one-to-one matching makes duplicates rare; a briefly trained model
             makes many). ``None``: the model directory's ``calibration.json``, else 1.
+        mask_refine_radius: refine each resized mask with a colour guided filter of this
+            radius, in pixels of the model's input (:mod:`annotator.miners.refine`): its edges
+            move to the image's colour edges nearby. 0: off. ``None``: the model directory's
+            ``calibration.json``, else off.
+        mask_refine_eps: the guided filter's ridge (colours in [0, 1]): how much contrast an
+            edge needs to be followed. ``None``: ``calibration.json``'s, else 1e-3.
 
     Use as a context manager (loads on enter; the weights stay cached for the process)::
 
@@ -215,6 +247,8 @@ class Sam3Proposer(LazyModelBackend):
         max_instances: int | None = None,
         score_exponent: float | None = None,
         nms_iou: float | None = None,
+        mask_refine_radius: float | None = None,
+        mask_refine_eps: float | None = None,
     ) -> None:
         settings = get_settings()
         if batch_size < 1:
@@ -229,6 +263,13 @@ class Sam3Proposer(LazyModelBackend):
             raise ValueError(f"score_exponent must be positive, got {score_exponent}")
         if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
+        if mask_refine_radius is not None and not 0.0 <= mask_refine_radius <= MAX_REFINE_RADIUS:
+            raise ValueError(
+                f"mask_refine_radius must be in [0, {MAX_REFINE_RADIUS:g}], "
+                f"got {mask_refine_radius}"
+            )
+        if mask_refine_eps is not None and not mask_refine_eps > 0:
+            raise ValueError(f"mask_refine_eps must be positive, got {mask_refine_eps}")
         self.source = model or settings.proposer_model
         self.device_setting = device or settings.device
         self.dtype = dtype
@@ -238,8 +279,12 @@ class Sam3Proposer(LazyModelBackend):
         self.max_instances = max_instances
         self.score_exponent = score_exponent
         self.nms_iou = nms_iou
+        self.mask_refine_radius = mask_refine_radius
+        self.mask_refine_eps = mask_refine_eps
         self._exponent = 1.0
         self._nms_iou = 1.0
+        self._refine_radius = 0.0
+        self._refine_eps = DEFAULT_REFINE_EPS
         self._model: Sam3Model | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         # Each phrase's token ids and attention mask (rows of ``_tokenize``), kept: a job asks
@@ -291,6 +336,14 @@ class Sam3Proposer(LazyModelBackend):
             self.score_exponent if self.score_exponent is not None else recorded.score_exponent
         )
         self._nms_iou = self.nms_iou if self.nms_iou is not None else recorded.nms_iou
+        self._refine_radius = (
+            self.mask_refine_radius
+            if self.mask_refine_radius is not None
+            else recorded.mask_refine_radius
+        )
+        self._refine_eps = (
+            self.mask_refine_eps if self.mask_refine_eps is not None else recorded.mask_refine_eps
+        )
         self._tokenizer = tokenizer
         self._token_rows.clear()
         self._model = model
@@ -329,6 +382,7 @@ class Sam3Proposer(LazyModelBackend):
         width, height = image.size
         pixel_values = self._preprocessing(image, self.device, model.dtype)
         vision = model.get_vision_features(pixel_values=pixel_values)
+        guide = self._guide(image, height, width)
         results: list[PhraseProposals] = []
         for chunk in _chunks(phrases, batch_size):
             input_ids, attention_mask = self._tokenize(chunk)
@@ -337,8 +391,23 @@ class Sam3Proposer(LazyModelBackend):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
             )
-            results.extend(self._post_process(outputs, chunk, height, width))
+            results.extend(self._post_process(outputs, chunk, height, width, guide))
         return results
+
+    def _guide(self, image: Image.Image, height: int, width: int) -> refine.GuideStats | None:
+        """The image's statistics for the mask refinement (its colours in [0, 1] on the device,
+        the radius at its size), when masks are refined (``None`` otherwise)."""
+        if self._refine_radius <= 0:
+            return None
+        assert self._preprocessing is not None
+        radius_y = round(self._refine_radius * height / self._preprocessing.height)
+        radius_x = round(self._refine_radius * width / self._preprocessing.width)
+        if radius_y == 0 and radius_x == 0:
+            return None
+        colours = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).to(self.device)
+        return refine.GuideStats.of(
+            colours.permute(2, 0, 1).float().div_(255.0), radius_y, radius_x, self._refine_eps
+        )
 
     def _tokenize(self, phrases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L)`` int64 ids and attention mask, padded to the text encoder's length.
@@ -371,7 +440,12 @@ class Sam3Proposer(LazyModelBackend):
         )
 
     def _post_process(
-        self, outputs: Any, phrases: Sequence[str], height: int, width: int
+        self,
+        outputs: Any,
+        phrases: Sequence[str],
+        height: int,
+        width: int,
+        guide: refine.GuideStats | None = None,
     ) -> list[PhraseProposals]:
         """Scores, boxes and RLE masks per phrase from one detector forward.
 
@@ -395,7 +469,7 @@ class Sam3Proposer(LazyModelBackend):
         # Every kept instance of the batch's phrases upsampled, thresholded and encoded together.
         rows = torch.cat([torch.full_like(keep, i) for i, (keep, _) in enumerate(kept)])
         columns = torch.cat([keep for keep, _ in kept])
-        encoded = self._masks_to_rle(outputs.pred_masks[rows, columns], height, width)
+        encoded = self._masks_to_rle(outputs.pred_masks[rows, columns], height, width, guide)
         found: list[PhraseProposals] = []
         start = 0
         for index, phrase in enumerate(phrases):
@@ -425,8 +499,11 @@ class Sam3Proposer(LazyModelBackend):
             )
         return found
 
-    def _masks_to_rle(self, logits: torch.Tensor, height: int, width: int) -> list[mask_ops.RLE]:
-        """``(K, h, w)`` mask logits -> K RLEs at ``height x width``.
+    def _masks_to_rle(
+        self, logits: torch.Tensor, height: int, width: int, guide: refine.GuideStats | None = None
+    ) -> list[mask_ops.RLE]:
+        """``(K, h, w)`` mask logits -> K RLEs at ``height x width`` (refined by ``guide``'s
+        filter when given).
 
         Probabilities are resized and thresholded on the device, a few instances at a time,
         and each mask's box found there (:meth:`_host_crops`), so only the boxes' contents
@@ -437,12 +514,12 @@ class Sam3Proposer(LazyModelBackend):
         step = max(1, _UPSAMPLE_BUDGET // (height * width))
         rles: list[mask_ops.RLE] = []
         for start in range(0, logits.shape[0], step):
-            crops, boxes = self._host_crops(logits[start : start + step], height, width)
+            crops, boxes = self._host_crops(logits[start : start + step], height, width, guide)
             rles.extend(mask_ops.encode_column_crops(crops, boxes, height, width))
         return rles
 
     def _host_crops(
-        self, logits: torch.Tensor, height: int, width: int
+        self, logits: torch.Tensor, height: int, width: int, guide: refine.GuideStats | None = None
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """``(K, h, w)`` mask logits -> each ``height x width`` bool mask's box and the box's
         pixels on the host (see :func:`annotator.masks.encode_column_crops`).
@@ -457,10 +534,6 @@ class Sam3Proposer(LazyModelBackend):
         resized = F.interpolate(
             probabilities[None], size=(height, width), mode="bilinear", align_corners=False
         )[0]
-        columns = torch.empty(
-            (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
-        )
-        torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
         # A resized probability is a convex combination of (at most) 2 x 2 neighbouring
         # low-resolution ones, so it exceeds the threshold only next to one that reaches it
         # (less a margin for rounding): each mask's box, found on the small probabilities and
@@ -474,6 +547,15 @@ class Sam3Proposer(LazyModelBackend):
             ],
             dim=1,
         )
+        if guide is not None:
+            refined, widened = refine.refine_masks(
+                resized, guide, boxes[:, [0, 2, 1, 3]], self.mask_threshold
+            )
+            return [crop.T.cpu().numpy() for crop in refined], widened.cpu().numpy()
+        columns = torch.empty(
+            (resized.shape[0], width, height), dtype=torch.bool, device=resized.device
+        )
+        torch.gt(resized.transpose(1, 2), self.mask_threshold, out=columns)
         host_boxes = boxes[:, [0, 2, 1, 3]].cpu().numpy()  # x0, y0, x1, y1
         crops = [
             columns[k, x0:x1, y0:y1].cpu().numpy()
