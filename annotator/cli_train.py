@@ -114,8 +114,8 @@ def train_proposer(
             max=0.9,
             help="Share of the labelled images (at most 200) set aside, not trained on, to fit "
             "the operating point on (presence shift, class temperature, score exponent, mask "
-            f"NMS -> calibration.json); fitted when at least {MIN_CALIBRATION_IMAGES} images "
-            "are set aside. 0: none.",
+            "NMS, mask refinement -> calibration.json); fitted when at least "
+            f"{MIN_CALIBRATION_IMAGES} images are set aside. 0: none.",
         ),
     ] = 0.2,
 ) -> None:
@@ -172,7 +172,7 @@ def train_proposer(
         console.print(
             f"[yellow]operating point not fitted[/]: {len(held_out)} images set aside, "
             f"{MIN_CALIBRATION_IMAGES} needed (--calibration-share); {out} has no "
-            "calibration.json: its score is the plain product, without mask NMS"
+            "calibration.json: its score is the plain product, without mask NMS or refinement"
         )
         return
     from annotator.training.calibrate import apply_operating_point, fit_operating_point
@@ -180,12 +180,10 @@ def train_proposer(
     with console.status(f"fitting the operating point on {len(held_out)} set-aside images ..."):
         point = fit_operating_point(out, held_out, device=device)
         apply_operating_point(out, point)
-    nms = "off" if point.nms_iou >= 1 else f"at IoU {point.nms_iou:g}"
     console.print(
-        f"operating point fitted on {point.scenes} set-aside images: presence "
-        f"{point.presence_shift:+.1f}, class x{point.class_scale:.2f}, score exponent "
-        f"{point.score_exponent:.2f}, mask NMS {nms} (cgF1 there {point.cgf1_before:.1f} -> "
-        f"{point.cgf1_after:.1f}) -> {out / 'calibration.json'}"
+        f"operating point fitted on {point.scenes} set-aside images: {point.describe()} "
+        f"(cgF1 there {point.cgf1_before:.1f} -> {point.cgf1_after:.1f}) -> "
+        f"{out / 'calibration.json'}"
     )
 
 
@@ -218,7 +216,7 @@ def train_starter_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path(
         "annotator/starter/sam3-shapes"
     ),
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the whole model.")] = 4500,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the whole model.")] = 4000,
     vision_steps: Annotated[
         int,
         typer.Option(
@@ -281,6 +279,11 @@ def train_starter_cmd(
         f"IL_MCC {m['model']['IL_MCC']:.3f} on {eval_scenes} held-out scenes "
         f"(trained {m['train_wall_s']:.0f} s)"
     )
+    if "model_unrefined" in m:
+        console.print(
+            f"  the same without the mask refinement: cgF1 {m['model_unrefined']['cgF1']:.1f}, "
+            f"pmF1 {m['model_unrefined']['pmF1']:.3f}"
+        )
     if "weak" in m:
         console.print(f"weaker snapshot {result.weak}: cgF1 {m['weak']['cgF1']:.1f}")
 

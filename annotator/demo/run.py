@@ -400,6 +400,7 @@ def run_demo(settings: DemoSettings, log: Log = print) -> list[RoundResult]:
 def _retrain(engine: Any, model: Path, out: Path, settings: DemoSettings, log: Log) -> Path:
     """Fine-tune ``model`` on every accepted label of the dataset (``train proposer``)."""
     from annotator.miners.sam3 import Preprocessing, _image_processor_config
+    from annotator.training.calibrate import describe_point
     from annotator.training.database import dataset_examples
     from annotator.training.starter import calibrate_model
     from annotator.training.trainer import TrainSettings, train
@@ -421,11 +422,8 @@ def _retrain(engine: Any, model: Path, out: Path, settings: DemoSettings, log: L
     # Its operating point, as the starter's was fitted: on separate scenes of the same world.
     point = calibrate_model(out, device=settings.device)
     log(
-        f"  operating point fitted on {point['scenes']} separate scenes: presence "
-        f"{point['presence_shift']:+.1f}, class x{point['class_scale']:.2f}, score exponent "
-        f"{point['score_exponent']:.2f}, mask NMS "
-        f"{'off' if point['nms_iou'] >= 1 else 'at IoU ' + format(point['nms_iou'], 'g')} "
-        f"(cgF1 there {point['cgf1_before']:.1f} -> "
+        f"  operating point fitted on {point['scenes']} separate scenes: "
+        f"{describe_point(point)} (cgF1 there {point['cgf1_before']:.1f} -> "
         f"{point['cgf1_after']:.1f})"
     )
     return out

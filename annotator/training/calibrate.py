@@ -20,22 +20,29 @@ calibration on scenes it was neither trained nor measured on (seeds from
   (the one-to-one matching suppresses duplicates only once training has gone far), and each
   duplicate is a false positive; the proposer drops a phrase's mask that overlaps a
   better-scored kept one by more than ``nms`` (:func:`annotator.masks.nms`). Which masks
-  survive depends only on the ranking, which the other three keep.
+  survive depends only on the ranking, which the other three keep;
+* a **mask refinement** radius ``radius``: the proposer refines each resized mask with a
+  colour guided filter (:mod:`annotator.miners.refine`), which moves its edges to the image's
+  colour edges within reach; 0 is off.
 
 :func:`fit_operating_point` runs the model once over the calibration scenes keeping every
 query, then picks ``(nms, delta, scale, tau)`` from a fixed grid that maximises cgF1 at the
-0.5 threshold (ties: no or lighter NMS, then the smallest change);
-:func:`apply_operating_point` writes shift and temperature into the weights and all four into
-``calibration.json`` beside them, where the ``sam3`` proposer reads the exponent and the NMS
-IoU (:func:`annotator.miners.sam3.read_calibration`). A loader that ignores that file gets the
-shift and temperature, the plain product and no NMS.
+0.5 threshold (ties: no or lighter NMS, then the smallest change); then it measures each
+refinement radius of its grid at that point (through the proposer, on a copy of the model with
+the point applied) and, for the best one when it beats none, runs the model again keeping every
+query with refined masks and fits ``(delta, scale, tau)`` again on them.
+:func:`apply_operating_point` writes shift and temperature into the weights and the rest into
+``calibration.json`` beside them, where the ``sam3`` proposer reads the exponent, the NMS IoU
+and the refinement (:func:`annotator.miners.sam3.read_calibration`). A loader that ignores that
+file gets the shift and temperature, the plain product, no NMS and no refinement.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +51,7 @@ from PIL import Image
 
 from annotator import masks as mask_ops
 from annotator.datasets.synthetic import Scene, make_scene
-from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1_from_counts, pair_counts
+from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1, cgf1_from_counts, pair_counts
 
 __all__ = [
     "CALIBRATION_SEED",
@@ -52,6 +59,7 @@ __all__ = [
     "OperatingPoint",
     "apply_operating_point",
     "calibration_scenes",
+    "describe_point",
     "exponent_for",
     "fit_operating_point",
 ]
@@ -64,12 +72,14 @@ SCALES: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
 THRESHOLDS: tuple[float, ...] = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
 # Mask NMS IoUs (1: none).
 NMS_IOUS: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3)
+# Guided-filter refinement radii, in input pixels (0: none); the ridge stays at its default.
+REFINE_RADII: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A presence shift, a class temperature, a score exponent and a mask NMS IoU, and the
-    calibration cgF1 before and after."""
+    """A presence shift, a class temperature, a score exponent, a mask NMS IoU and a mask
+    refinement radius, and the calibration cgF1 before and after."""
 
     presence_shift: float
     class_scale: float
@@ -78,9 +88,28 @@ class OperatingPoint:
     scenes: int
     score_exponent: float = 1.0
     nms_iou: float = 1.0
+    mask_refine_radius: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        """The point in words, as the CLI and the demo print it (:func:`describe_point`)."""
+        return describe_point(self.as_dict())
+
+
+def describe_point(point: Mapping[str, float | int]) -> str:
+    """``presence +0.5, class x1.25, score exponent 0.43, mask NMS at IoU 0.3, mask refinement
+    radius 8`` from an :meth:`OperatingPoint.as_dict` (a record without the refinement: off)."""
+    nms = float(point.get("nms_iou", 1.0))
+    radius = float(point.get("mask_refine_radius", 0.0))
+    return (
+        f"presence {float(point['presence_shift']):+.1f}, class "
+        f"x{float(point['class_scale']):.2f}, score exponent "
+        f"{float(point.get('score_exponent', 1.0)):.2f}, mask NMS "
+        f"{'off' if nms >= 1 else f'at IoU {nms:g}'}, mask refinement "
+        f"{'off' if radius <= 0 else f'radius {radius:g}'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,13 +156,16 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def _collect(model_dir: Path, items: Sequence[GroundTruthImage], device: str) -> list[_Pair]:
+def _collect(
+    model_dir: Path, items: Sequence[GroundTruthImage], device: str, refine_radius: float = 0.0
+) -> list[_Pair]:
     from annotator.miners.sam3 import Sam3Proposer
 
     pairs: list[_Pair] = []
     with Sam3Proposer(
-        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0
-    ) as proposer:
+        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
+        mask_refine_radius=refine_radius,
+    ) as proposer:  # fmt: skip
         for item in items:
             phrases = [phrase for phrase, _ in item.phrases]
             found_all = proposer.propose(item.image, phrases) if phrases else []
@@ -250,12 +282,16 @@ def fit_operating_point(
     scales: Sequence[float] = SCALES,
     thresholds: Sequence[float] = THRESHOLDS,
     nms_ious: Sequence[float] = NMS_IOUS,
+    refine_radii: Sequence[float] = REFINE_RADII,
 ) -> OperatingPoint:
     """The grid point ``(nms, delta, scale, threshold)`` with the best cgF1 (at the 0.5 rule,
     the exponent moving it to ``threshold``) on ``scenes`` (synthetic scenes or labelled
     images); ties go to the lighter NMS (none first), then to the smallest change from
     ``(0, 1, 0.5)``. The cgF1 of each point comes from count tables built once per NMS IoU
-    (:class:`_Table`), the same figure :func:`annotator.metrics.cgf1` gives."""
+    (:class:`_Table`), the same figure :func:`annotator.metrics.cgf1` gives. Then the mask
+    refinement: each radius of ``refine_radii`` measured at that point, the best one (strictly
+    better than none; ties to the smaller) kept, and ``(delta, scale, threshold)`` fitted
+    again on its masks."""
     items = [s if isinstance(s, GroundTruthImage) else GroundTruthImage.of_scene(s) for s in scenes]
     pairs = _collect(model_dir, items, device)
     before = _Table(pairs).score(0.0, 1.0)
@@ -267,6 +303,12 @@ def fit_operating_point(
         found = _best_point(table, start, deltas, scales, thresholds)
         if candidate == 1.0 or found[0] > best[0] + 1e-9:
             best, nms = found, candidate
+    radius = _best_radius(model_dir, items, device, best, nms, refine_radii)
+    if radius > 0:
+        # Refined masks move which masks are true positives: fit the point again on them.
+        refined = _Table([_suppressed(p, nms) for p in _collect(model_dir, items, device, radius)])
+        best = _best_point(refined, (refined.score(*best[1:]), *best[1:]), deltas, scales,
+                           thresholds)  # fmt: skip
     return OperatingPoint(
         presence_shift=best[1],
         class_scale=best[2],
@@ -275,13 +317,59 @@ def fit_operating_point(
         scenes=len(scenes),
         score_exponent=exponent_for(best[3]),
         nms_iou=nms,
+        mask_refine_radius=radius,
     )
+
+
+def _best_radius(
+    model_dir: Path,
+    items: Sequence[GroundTruthImage],
+    device: str,
+    point: tuple[float, float, float, float],
+    nms: float,
+    radii: Sequence[float],
+) -> float:
+    """The refinement radius of ``radii`` (0: none) with the best cgF1 at ``point`` (``(cgF1,
+    delta, scale, threshold)``) and ``nms``: each measured through the proposer on a copy of
+    the model with the point applied, so only the masks the point keeps are refined; a larger
+    radius must score strictly better."""
+    import tempfile
+
+    from annotator.miners.sam3 import Sam3Proposer
+
+    candidates = sorted({0.0, *radii})
+    if candidates == [0.0]:
+        return 0.0
+    _, delta, scale, threshold = point
+    best, chosen = -1.0, 0.0
+    with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+        copy = Path(tmp) / "model"
+        shutil.copytree(model_dir, copy)
+        apply_operating_point(copy, OperatingPoint(delta, scale, 0.0, 0.0, len(items)))
+        for radius in candidates:
+            evals: list[PairEval] = []
+            with Sam3Proposer(
+                str(copy), device=device, score_exponent=exponent_for(threshold), nms_iou=nms,
+                mask_refine_radius=radius,
+            ) as proposer:  # fmt: skip
+                for item in items:
+                    phrases = [phrase for phrase, _ in item.phrases]
+                    found = proposer.propose(item.image, phrases) if phrases else []
+                    for (_, instances), proposals in zip(item.phrases, found, strict=True):
+                        gt = mask_ops.encode_many(np.stack(list(instances))) if instances else []
+                        evals.append(
+                            PairEval(gt=gt, pred=proposals.masks, scores=list(proposals.scores))
+                        )
+            value = cgf1(evals).cgf1
+            if value > best + 1e-9:
+                best, chosen = value, radius
+    return chosen
 
 
 def apply_operating_point(model_dir: Path, point: OperatingPoint) -> None:
     """Write ``point``'s shift and temperature into the weights of ``model_dir`` (in place) and
-    record it, exponent and NMS IoU included, in ``<model_dir>/calibration.json`` (which the
-    ``sam3`` proposer reads)."""
+    record it, exponent, NMS IoU and refinement radius included, in
+    ``<model_dir>/calibration.json`` (which the ``sam3`` proposer reads)."""
     from safetensors.torch import load_file, save_file
 
     path = model_dir / "model.safetensors"

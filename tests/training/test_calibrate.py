@@ -13,13 +13,16 @@ from annotator import masks as mask_ops
 from annotator.datasets.synthetic import vocabulary
 from annotator.metrics import PairEval, cgf1
 from annotator.miners.sam3 import Sam3Proposer
+from annotator.starter import starter_model_dir
 from annotator.training.calibrate import (
     NMS_IOUS,
+    REFINE_RADII,
     OperatingPoint,
     _Pair,
     _suppressed,
     apply_operating_point,
     calibration_scenes,
+    describe_point,
     exponent_for,
     fit_operating_point,
 )
@@ -67,6 +70,7 @@ def test_fit_picks_the_best_grid_point_and_never_loses(tmp_path: Path) -> None:
     assert point.presence_shift in (0.0, 3.0) and point.class_scale in (1.0, 2.0)
     assert point.score_exponent in (1.0, pytest.approx(exponent_for(0.3)))
     assert point.nms_iou in NMS_IOUS
+    assert point.mask_refine_radius in REFINE_RADII
     assert point.cgf1_after >= point.cgf1_before and point.scenes == 2
     # Applying the chosen point gives the model, as the sam3 proposer loads it (the exponent
     # from calibration.json), the cgF1 the fit measured.
@@ -83,8 +87,9 @@ def test_fit_moves_the_threshold_with_the_exponent(tmp_path: Path) -> None:
     scenes = calibration_scenes(2, 112)
     thresholds = (0.5, 0.2, 0.05)
     point = fit_operating_point(
-        model_dir, scenes, deltas=(0.0,), scales=(1.0,), thresholds=thresholds
-    )
+        model_dir, scenes, deltas=(0.0,), scales=(1.0,), thresholds=thresholds,
+        refine_radii=(0.0,),
+    )  # fmt: skip
     with Sam3Proposer(str(model_dir), score_exponent=1.0) as proposer:
         pairs = []
         for scene in scenes:
@@ -97,6 +102,34 @@ def test_fit_moves_the_threshold_with_the_exponent(tmp_path: Path) -> None:
     chosen = 0.5 ** (1 / point.score_exponent)
     assert by_threshold[min(thresholds, key=lambda t: abs(t - chosen))] == pytest.approx(
         point.cgf1_after
+    )
+
+
+def test_fit_turns_the_mask_refinement_on_where_it_pays(tmp_path: Path) -> None:
+    """On the shipped starter (32 x 32 masks of flat-coloured shapes) the guided filter raises
+    cgF1: the fit picks a radius, records it, and the proposer reading calibration.json
+    measures what the fit said."""
+    model_dir = tmp_path / "starter"
+    shutil.copytree(starter_model_dir(), model_dir)
+    scenes = calibration_scenes(8, 112)
+    grid = {"deltas": (0.0,), "scales": (1.0,), "thresholds": (0.5,), "nms_ious": (1.0,)}
+    plain = fit_operating_point(model_dir, scenes, refine_radii=(0.0,), **grid)
+    point = fit_operating_point(model_dir, scenes, refine_radii=(0.0, 4.0), **grid)
+    assert plain.mask_refine_radius == 0.0 and point.mask_refine_radius == 4.0
+    assert point.cgf1_after > plain.cgf1_after + 1.0
+    apply_operating_point(model_dir, point)
+    with Sam3Proposer(str(model_dir)) as proposer:
+        assert proposer._refine_radius == 4.0
+        measured = evaluate_scenes(proposer, scenes)
+    assert measured.cgf1 == pytest.approx(point.cgf1_after, abs=0.5)
+    assert describe_point(point.as_dict()).endswith("mask NMS off, mask refinement radius 4")
+
+
+def test_describe_point_reads_older_records() -> None:
+    """A calibration record from before the refinement existed reads as refinement off."""
+    old = {"presence_shift": 0.5, "class_scale": 1.25, "score_exponent": 0.431, "nms_iou": 0.3}
+    assert describe_point(old) == (
+        "presence +0.5, class x1.25, score exponent 0.43, mask NMS at IoU 0.3, mask refinement off"
     )
 
 
