@@ -217,6 +217,7 @@ def _dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def match(
     logits: torch.Tensor,
     boxes: torch.Tensor,
@@ -226,7 +227,7 @@ def match(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching of one row: ``logits`` ``(Q,)``, ``boxes`` ``(Q, 4)``, ``masks``
     ``(Q, h, w)`` logits (``None``: no dice cost) against ``target``. Returns (query indices,
-    target indices), each ``(min(Q, G),)`` int64."""
+    target indices), each ``(min(Q, G),)`` int64. No gradient flows through the costs."""
     if target.count == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
