@@ -89,13 +89,21 @@ class StarterResult:
     metrics: dict[str, Any]
 
 
-def evaluate_model(model_dir: Path, scenes: int = HELD_OUT_SCENES, device: str = "cpu") -> dict:
+def evaluate_model(
+    model_dir: Path,
+    scenes: int = HELD_OUT_SCENES,
+    device: str = "cpu",
+    mask_refine_radius: float | None = None,
+) -> dict:
     """cgF1, pmF1 and IL_MCC of a model directory on the first ``scenes`` held-out scenes,
-    through the ``sam3`` backend (``Sam3Proposer``, default thresholds)."""
+    through the ``sam3`` backend (``Sam3Proposer``, default thresholds; the mask refinement of
+    its ``calibration.json`` unless ``mask_refine_radius`` is given, 0: none)."""
     from annotator.miners.sam3 import Sam3Proposer
 
     began = time.monotonic()
-    with Sam3Proposer(str(model_dir), device=device) as proposer:
+    with Sam3Proposer(
+        str(model_dir), device=device, mask_refine_radius=mask_refine_radius
+    ) as proposer:
         result = evaluate_scenes(proposer, held_out_scenes(scenes, SCENE_SIZE))
     return {
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.as_dict().items()},
@@ -180,6 +188,9 @@ def train_starter(
         "calibration": calibration,
         "model": evaluate_model(out, eval_scenes),
     }
+    if calibration["model"].get("mask_refine_radius", 0.0) > 0:
+        # The network's own masks, for comparison (docs/benchmarks.md reports both).
+        metrics["model_unrefined"] = evaluate_model(out, eval_scenes, mask_refine_radius=0.0)
     if weak is not None and weak.exists():
         metrics["weak"] = evaluate_model(weak, eval_scenes)
     metrics["check"] = evaluate_model(out, CHECK_SCENES)

@@ -34,6 +34,21 @@ def test_starter_reaches_its_recorded_cgf1_through_the_backend() -> None:
     assert measured["IL_MCC"] == pytest.approx(recorded["IL_MCC"], abs=0.01)
 
 
+def test_the_recorded_figures_separate_the_refinement() -> None:
+    """metrics.json reports the network's own masks beside the refined ones, on the same pairs
+    (same IL_MCC: refinement moves mask pixels, not which instances are kept)."""
+    metrics = recorded_metrics()
+    radius = metrics["calibration"]["model"].get("mask_refine_radius", 0.0)
+    if radius <= 0:
+        assert "model_unrefined" not in metrics
+        return
+    plain, refined = metrics["model_unrefined"], metrics["model"]
+    assert plain["IL_MCC"] == refined["IL_MCC"] and plain["pairs"] == refined["pairs"]
+    assert plain["held_out_scenes"] == refined["held_out_scenes"]
+    measured = evaluate_model(starter_model_dir(), scenes=20, mask_refine_radius=0.0)
+    assert measured["cgF1"] < evaluate_model(starter_model_dir(), scenes=20)["cgF1"]
+
+
 def test_tokenizer_spells_every_world_word_and_phrase_as_whole_tokens(tmp_path) -> None:
     from annotator.datasets.synthetic import all_phrases, vocabulary
     from annotator.training.checkpoint import build_clip_style_tokenizer
