@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from annotator import masks as mask_ops
+from annotator.backends import MaskProposer, PhraseProposals
 from annotator.datasets.synthetic import Scene, make_scene
 from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1, cgf1_from_counts, pair_counts
 
@@ -166,29 +167,37 @@ def _collect(
         str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
         mask_refine_radius=refine_radius,
     ) as proposer:  # fmt: skip
-        for item in items:
-            phrases = [phrase for phrase, _ in item.phrases]
-            found_all = proposer.propose(item.image, phrases) if phrases else []
-            for (_, instances), found in zip(item.phrases, found_all, strict=True):
-                presence = max(float(found.presence), 1e-12)
-                # score = sigmoid(class) x presence: the class probability is score / presence.
-                class_p = np.asarray(found.scores, dtype=np.float64) / presence
-                gt = mask_ops.encode_many(np.stack(list(instances))) if len(instances) else []
-                pred = list(found.masks)
-                pairs.append(
-                    _Pair(
-                        gt=gt,
-                        pred=pred,
-                        class_logit=_logit(class_p),
-                        presence_logit=float(_logit(presence)),
-                        # Every grid point scores the same masks: their IoUs once.
-                        ious=mask_ops.iou_matrix(pred, gt)
-                        if gt and pred
-                        else np.zeros((len(pred), len(gt))),
-                        self_ious=mask_ops.iou_matrix(pred, pred),
-                    )
+        for gt, found in _proposed(proposer, items):
+            presence = max(float(found.presence), 1e-12)
+            # score = sigmoid(class) x presence: the class probability is score / presence.
+            class_p = np.asarray(found.scores, dtype=np.float64) / presence
+            pred = list(found.masks)
+            pairs.append(
+                _Pair(
+                    gt=gt,
+                    pred=pred,
+                    class_logit=_logit(class_p),
+                    presence_logit=float(_logit(presence)),
+                    # Every grid point scores the same masks: their IoUs once.
+                    ious=mask_ops.iou_matrix(pred, gt)
+                    if gt and pred
+                    else np.zeros((len(pred), len(gt))),
+                    self_ious=mask_ops.iou_matrix(pred, pred),
                 )
+            )
     return pairs
+
+
+def _proposed(
+    proposer: MaskProposer, items: Sequence[GroundTruthImage]
+) -> Iterator[tuple[list[mask_ops.RLE], PhraseProposals]]:
+    """Every phrase of every item: its instances as RLEs and what ``proposer`` found."""
+    for item in items:
+        phrases = [phrase for phrase, _ in item.phrases]
+        found_all = proposer.propose(item.image, phrases) if phrases else []
+        for (_, instances), found in zip(item.phrases, found_all, strict=True):
+            gt = mask_ops.encode_many(np.stack(list(instances))) if len(instances) else []
+            yield gt, found
 
 
 def _suppressed(pair: _Pair, nms: float) -> _Pair:
@@ -347,19 +356,14 @@ def _best_radius(
         shutil.copytree(model_dir, copy)
         apply_operating_point(copy, OperatingPoint(delta, scale, 0.0, 0.0, len(items)))
         for radius in candidates:
-            evals: list[PairEval] = []
             with Sam3Proposer(
                 str(copy), device=device, score_exponent=exponent_for(threshold), nms_iou=nms,
                 mask_refine_radius=radius,
             ) as proposer:  # fmt: skip
-                for item in items:
-                    phrases = [phrase for phrase, _ in item.phrases]
-                    found = proposer.propose(item.image, phrases) if phrases else []
-                    for (_, instances), proposals in zip(item.phrases, found, strict=True):
-                        gt = mask_ops.encode_many(np.stack(list(instances))) if instances else []
-                        evals.append(
-                            PairEval(gt=gt, pred=proposals.masks, scores=list(proposals.scores))
-                        )
+                evals = [
+                    PairEval(gt=gt, pred=found.masks, scores=list(found.scores))
+                    for gt, found in _proposed(proposer, items)
+                ]
             value = cgf1(evals).cgf1
             if value > best + 1e-9:
                 best, chosen = value, radius
