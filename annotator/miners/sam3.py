@@ -17,8 +17,7 @@ the CPU build of torch, and doing it in torch lets the resize run on the GPU.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,12 +166,7 @@ def read_calibration(source: str) -> Calibration:
     except ValueError as exc:
         raise ValueError(f"{path}: not a calibration record ({exc})") from exc
     values: dict[str, float] = {}
-    for key, low, high in (
-        ("score_exponent", 0.0, None),
-        ("nms_iou", 0.0, 1.0),
-        ("mask_refine_radius", None, MAX_REFINE_RADIUS),
-        ("mask_refine_eps", 0.0, None),
-    ):
+    for key in _BOUNDS:
         if key not in recorded:
             continue
         value = recorded[key]
@@ -180,23 +174,30 @@ def read_calibration(source: str) -> Calibration:
             number = float(value)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {key} must be a number, got {value!r}") from exc
-        problem = _out_of_bounds(number, low, high)
-        if problem:
-            raise ValueError(f"{path}: {key} must be {problem}, got {value!r}")
+        if not _BOUNDS[key][0](number):
+            raise ValueError(f"{path}: {key} must be {_BOUNDS[key][1]}, got {value!r}")
         values[key] = number
     return Calibration(**values)
 
 
-def _out_of_bounds(number: float, low: float | None, high: float | None) -> str:
-    """What ``number`` must be when it is outside ``(low, high]`` (``low`` None: ``[0, high]``),
-    else the empty string."""
-    if low is None:
-        if not 0.0 <= number <= (high if high is not None else math.inf):
-            return f"in [0, {high:g}]" if high is not None else "at least 0"
-        return ""
-    if not number > low or (high is not None and number > high):
-        return "positive" if high is None and low == 0.0 else f"in ({low:g}, {high:g}]"
-    return ""
+# What each calibrated value may be: a test and its wording (the proposer's arguments and
+# calibration.json are checked alike).
+_BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "score_exponent": (lambda v: v > 0, "positive"),
+    "nms_iou": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "mask_refine_radius": (
+        lambda v: 0.0 <= v <= MAX_REFINE_RADIUS,
+        f"in [0, {MAX_REFINE_RADIUS:g}]",
+    ),
+    "mask_refine_eps": (lambda v: v > 0, "positive"),
+}
+
+
+def _check(key: str, value: float | None) -> None:
+    """Refuse a calibrated value outside its bounds (``None``: not given)."""
+    test, wording = _BOUNDS[key]
+    if value is not None and not test(value):
+        raise ValueError(f"{key} must be {wording}, got {value!r}")
 
 
 class Sam3Proposer(LazyModelBackend):
@@ -259,17 +260,10 @@ class Sam3Proposer(LazyModelBackend):
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{label} must be in [0, 1], got {value}")
-        if score_exponent is not None and not score_exponent > 0:
-            raise ValueError(f"score_exponent must be positive, got {score_exponent}")
-        if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
-        if mask_refine_radius is not None and not 0.0 <= mask_refine_radius <= MAX_REFINE_RADIUS:
-            raise ValueError(
-                f"mask_refine_radius must be in [0, {MAX_REFINE_RADIUS:g}], "
-                f"got {mask_refine_radius}"
-            )
-        if mask_refine_eps is not None and not mask_refine_eps > 0:
-            raise ValueError(f"mask_refine_eps must be positive, got {mask_refine_eps}")
+        _check("score_exponent", score_exponent)
+        _check("nms_iou", nms_iou)
+        _check("mask_refine_radius", mask_refine_radius)
+        _check("mask_refine_eps", mask_refine_eps)
         self.source = model or settings.proposer_model
         self.device_setting = device or settings.device
         self.dtype = dtype

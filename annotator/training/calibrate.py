@@ -42,21 +42,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from annotator import masks as mask_ops
-from annotator.backends import MaskProposer, PhraseProposals
 from annotator.datasets.synthetic import Scene, make_scene
-from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1, cgf1_from_counts, pair_counts
+from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1_from_counts, pair_counts
+from annotator.training.evaluate import GroundTruthImage, evaluate_scenes, proposals_with_truth
 
 __all__ = [
     "CALIBRATION_SEED",
-    "GroundTruthImage",
     "OperatingPoint",
     "apply_operating_point",
     "calibration_scenes",
@@ -113,22 +111,6 @@ def describe_point(point: Mapping[str, float | int]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class GroundTruthImage:
-    """An image with, per phrase, every instance mask (``(H, W)`` bool, the image's size; none
-    for a phrase verified absent): what an operating point is fitted on, from synthetic scenes
-    or from a dataset's labelled images (:func:`annotator.training.database.labelled_images`)."""
-
-    image: Image.Image
-    phrases: Sequence[tuple[str, Sequence[np.ndarray]]]
-
-    @classmethod
-    def of_scene(cls, scene: Scene) -> GroundTruthImage:
-        """A synthetic scene's present phrases and true negatives with their masks."""
-        phrases = [*scene.positives, *scene.negatives]
-        return cls(scene.image, [(p, scene.masks_of(p)) for p in phrases])
-
-
 def calibration_scenes(count: int, size: int) -> list[Scene]:
     """The fixed calibration scenes: seeds ``CALIBRATION_SEED ..``."""
     return [make_scene(CALIBRATION_SEED + k, size=size) for k in range(count)]
@@ -167,7 +149,7 @@ def _collect(
         str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
         mask_refine_radius=refine_radius,
     ) as proposer:  # fmt: skip
-        for gt, found in _proposed(proposer, items):
+        for gt, found in proposals_with_truth(proposer, items):
             presence = max(float(found.presence), 1e-12)
             # score = sigmoid(class) x presence: the class probability is score / presence.
             class_p = np.asarray(found.scores, dtype=np.float64) / presence
@@ -186,18 +168,6 @@ def _collect(
                 )
             )
     return pairs
-
-
-def _proposed(
-    proposer: MaskProposer, items: Sequence[GroundTruthImage]
-) -> Iterator[tuple[list[mask_ops.RLE], PhraseProposals]]:
-    """Every phrase of every item: its instances as RLEs and what ``proposer`` found."""
-    for item in items:
-        phrases = [phrase for phrase, _ in item.phrases]
-        found_all = proposer.propose(item.image, phrases) if phrases else []
-        for (_, instances), found in zip(item.phrases, found_all, strict=True):
-            gt = mask_ops.encode_many(np.stack(list(instances))) if len(instances) else []
-            yield gt, found
 
 
 def _suppressed(pair: _Pair, nms: float) -> _Pair:
@@ -301,7 +271,7 @@ def fit_operating_point(
     refinement: each radius of ``refine_radii`` measured at that point, the best one (strictly
     better than none; ties to the smaller) kept, and ``(delta, scale, threshold)`` fitted
     again on its masks."""
-    items = [s if isinstance(s, GroundTruthImage) else GroundTruthImage.of_scene(s) for s in scenes]
+    items = [GroundTruthImage.of_scene(s) for s in scenes]
     pairs = _collect(model_dir, items, device)
     before = _Table(pairs).score(0.0, 1.0)
     best, nms = (before, 0.0, 1.0, 0.5), 1.0
@@ -360,11 +330,7 @@ def _best_radius(
                 str(copy), device=device, score_exponent=exponent_for(threshold), nms_iou=nms,
                 mask_refine_radius=radius,
             ) as proposer:  # fmt: skip
-                evals = [
-                    PairEval(gt=gt, pred=found.masks, scores=list(found.scores))
-                    for gt, found in _proposed(proposer, items)
-                ]
-            value = cgf1(evals).cgf1
+                value = evaluate_scenes(proposer, items).cgf1
             if value > best + 1e-9:
                 best, chosen = value, radius
     return chosen

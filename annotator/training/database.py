@@ -14,8 +14,8 @@ from annotator.db import training as training_db
 from annotator.errors import InvalidInputError
 from annotator.images import load_image
 from annotator.miners.sam3 import Preprocessing
-from annotator.training.calibrate import GroundTruthImage
 from annotator.training.data import Example, resize_example
+from annotator.training.evaluate import GroundTruthImage
 
 __all__ = ["MAX_CALIBRATION_IMAGES", "ExampleStats", "dataset_examples", "split_dataset_examples"]
 
