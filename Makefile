@@ -1,4 +1,4 @@
-.PHONY: setup lint format test main bench-export bench-pipeline
+.PHONY: setup lint format test main bench-export bench-pipeline bench-train-step
 
 setup:
 	bash scripts/setup.sh
@@ -23,3 +23,6 @@ bench-export:
 
 bench-pipeline:
 	.venv/bin/python bench/pipeline.py
+
+bench-train-step:
+	.venv/bin/python bench/train_step.py

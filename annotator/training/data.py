@@ -146,6 +146,9 @@ class Batch:
     phrases: list[str]
     masks: list[torch.Tensor]
     attributes: torch.Tensor | None = None
+    # Per image: its example's index in the examples the batch was drawn from, and whether it
+    # was flipped left-right.
+    sources: tuple[tuple[int, bool], ...] = ()
 
 
 def _normalise(pixels: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -184,9 +187,11 @@ def batches(
         phrases: list[str] = []
         masks: list[torch.Tensor] = []
         attributes: list[np.ndarray] = []
+        sources: list[tuple[int, bool]] = []
         for b, k in enumerate(chosen):
             example = examples[int(k)]
             flipped = flip and bool(rng.random() < 0.5)
+            sources.append((int(k), flipped))
             image = example.pixels[:, ::-1] if flipped else example.pixels
             pixels.append(_normalise(np.ascontiguousarray(image), preprocessing))
             if example.attributes is not None:
@@ -211,5 +216,6 @@ def batches(
             attributes=torch.from_numpy(np.stack(attributes)).long()
             if len(attributes) == len(chosen)
             else None,
+            sources=tuple(sources),
         )
         step += 1

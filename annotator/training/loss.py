@@ -49,6 +49,7 @@ __all__ = [
     "LossWeights",
     "SetCriterion",
     "Target",
+    "attribute_shares",
     "box_xyxy_from_masks",
     "dense_attribute_loss",
     "dice_loss",
@@ -126,27 +127,47 @@ class AttributeHead(torch.nn.Module):
         return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
 
 
-def dense_attribute_loss(
-    logits: Sequence[torch.Tensor], attributes: torch.Tensor, classes: Sequence[int]
-) -> torch.Tensor:
-    """Mean soft cross-entropy over levels and attributes: ``logits`` per level ``(B, sum(classes),
-    h, w)``; ``attributes`` ``(B, A, H, W)`` int64 class maps at image resolution, pooled to each
-    level as the share of each class in the position's pixels."""
-    total = logits[0].sum() * 0.0
-    count = 0
-    # Each attribute's one-hot maps, made once for all levels (they are targets: no gradient).
+def attribute_shares(
+    attributes: torch.Tensor, classes: Sequence[int], sizes: Sequence[tuple[int, int]]
+) -> list[list[torch.Tensor]]:
+    """``(B, A, H, W)`` int64 class maps -> per size, per attribute ``(B, n, h, w)``: each
+    class's share of the position's pixels (adaptive average pooling of the one-hot maps), the
+    targets of :func:`dense_attribute_loss`. Channels-last, as the pooling of the one-hot maps
+    leaves them (the loss's reductions then add in the same order whichever way they were
+    made)."""
     with torch.no_grad():
         onehots = [
             F.one_hot(attributes[:, a], n).permute(0, 3, 1, 2).float()
             for a, n in enumerate(classes)
         ]
-    for level in logits:
-        size = (int(level.shape[-2]), int(level.shape[-1]))
+        return [
+            [
+                F.adaptive_avg_pool2d(onehot, size).contiguous(memory_format=torch.channels_last)
+                for onehot in onehots
+            ]
+            for size in sizes
+        ]
+
+
+def dense_attribute_loss(
+    logits: Sequence[torch.Tensor],
+    targets: torch.Tensor | Sequence[Sequence[torch.Tensor]],
+    classes: Sequence[int],
+) -> torch.Tensor:
+    """Mean soft cross-entropy over levels and attributes: ``logits`` per level ``(B, sum(classes),
+    h, w)``; ``targets`` the ``(B, A, H, W)`` int64 class maps at image resolution, pooled to each
+    level as the share of each class in the position's pixels, or those shares per level and
+    attribute (:func:`attribute_shares`)."""
+    if isinstance(targets, torch.Tensor):
+        sizes = [(int(level.shape[-2]), int(level.shape[-1])) for level in logits]
+        targets = attribute_shares(targets, classes, sizes)
+    total = logits[0].sum() * 0.0
+    count = 0
+    for level, shares in zip(logits, targets, strict=True):
         offset = 0
-        for a, n in enumerate(classes):
-            share = F.adaptive_avg_pool2d(onehots[a], size)
+        for share, n in zip(shares, classes, strict=True):
             log_p = F.log_softmax(level[:, offset : offset + n].float(), dim=1)
-            total = total - (share * log_p).sum(1).mean()
+            total = total - (share.to(log_p.device) * log_p).sum(1).mean()
             offset += n
             count += 1
     return total / max(count, 1)
@@ -216,7 +237,6 @@ def _dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-@torch.no_grad()
 @torch.no_grad()
 def match(
     logits: torch.Tensor,

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from annotator import modeling
@@ -33,6 +34,7 @@ from annotator.training.loss import (
     LossWeights,
     SetCriterion,
     Target,
+    attribute_shares,
     box_xyxy_from_masks,
     dense_attribute_loss,
 )
@@ -199,6 +201,52 @@ def _forward(
     return Forward(outputs, layers, vision)
 
 
+class AttributeTargets:
+    """The dense attribute term's targets (:func:`~annotator.training.loss.attribute_shares`)
+    of each example, computed on its first use and kept: an image's one-hot maps and their
+    pooling cost a seventh of a vision warm-up step, and the warm-up sees every example about a
+    dozen times. A flipped image's shares are the mirror image of its example's (adaptive
+    pooling's windows are symmetric), and a batch's are laid out as the pooling of the batch's
+    maps leaves them: the values, and the training, are exactly those without the cache."""
+
+    def __init__(self, examples: Sequence[Example], classes: Sequence[int]) -> None:
+        self.examples = examples
+        self.classes = tuple(classes)
+        self._shares: dict[tuple[int, tuple[tuple[int, int], ...]], list[list[torch.Tensor]]] = {}
+
+    def __call__(self, batch: Batch, logits: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per level of ``logits``, per attribute, the ``(B, n, h, w)`` shares of the batch's
+        images."""
+        sizes = tuple((int(level.shape[-2]), int(level.shape[-1])) for level in logits)
+        if not batch.sources:
+            if batch.attributes is None:
+                raise ValueError("the dense attribute term needs examples with attribute maps")
+            return attribute_shares(batch.attributes, self.classes, sizes)
+        images = [self._example(k, sizes, flipped) for k, flipped in batch.sources]
+        return [
+            [
+                torch.cat([image[level][a] for image in images]).contiguous(
+                    memory_format=torch.channels_last
+                )
+                for a in range(len(self.classes))
+            ]
+            for level in range(len(sizes))
+        ]
+
+    def _example(
+        self, k: int, sizes: tuple[tuple[int, int], ...], flipped: bool
+    ) -> list[list[torch.Tensor]]:
+        key = (k, sizes)
+        if key not in self._shares:
+            maps = self.examples[k].attributes
+            if maps is None:
+                raise ValueError("the dense attribute term needs examples with attribute maps")
+            tensor = torch.from_numpy(np.ascontiguousarray(maps)).long()[None]
+            self._shares[key] = attribute_shares(tensor, self.classes, sizes)
+        shares = self._shares[key]
+        return [[t.flip(-1) for t in level] for level in shares] if flipped else shares
+
+
 def _adamw(
     named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float, lr: float
 ) -> torch.optim.AdamW:
@@ -249,17 +297,15 @@ def _vision_warmup(
         examples, preprocessing, images_per_batch=settings.vision_images, phrases_per_image=1,
         seed=settings.seed + 1, start_step=start,
     )  # fmt: skip
+    targets = AttributeTargets(examples, settings.attribute_classes)
     model.train()
     for step in range(start, total):
         batch = next(stream)
         if batch.attributes is None:
             raise ValueError("the vision warm-up needs examples with attribute maps")
         levels = model.get_vision_features(pixel_values=batch.pixels.to(device)).fpn_hidden_states
-        loss = dense_attribute_loss(
-            head(levels[: len(head.convs)]),
-            batch.attributes.to(device),
-            settings.attribute_classes,
-        )
+        logits = head(levels[: len(head.convs)])
+        loss = dense_attribute_loss(logits, targets(batch, logits), settings.attribute_classes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip:
@@ -401,6 +447,7 @@ def train(
         seed=settings.seed,
         start_step=start,
     )
+    attribute_targets = AttributeTargets(examples, settings.attribute_classes)
     first_loss: float | None = history[0][1] if history else None
     last_loss: float | None = history[-1][1] if history else None
     model.train()
@@ -410,9 +457,9 @@ def train(
         terms = criterion(forward.outputs, _targets(batch), forward.layers[:-1])
         if head is not None and batch.attributes is not None:
             # The levels the detector uses (the model drops the vision neck's coarsest one).
-            levels = forward.vision.fpn_hidden_states[: len(head.convs)]
+            logits = head(forward.vision.fpn_hidden_states[: len(head.convs)])
             terms["dense"] = dense_attribute_loss(
-                head(levels), batch.attributes.to(device), settings.attribute_classes
+                logits, attribute_targets(batch, logits), settings.attribute_classes
             )
             terms["total"] = terms["total"] + settings.weights.dense * terms["dense"]
         loss = terms["total"]

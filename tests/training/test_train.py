@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,6 @@ def test_resume_continues_where_it_stopped(init_dir: Path, tmp_path: Path) -> No
 
 
 def test_attention_init_redraws_only_the_detr_query_and_key_projections(tmp_path: Path) -> None:
-    from dataclasses import replace
 
     from safetensors.torch import load_file
 
@@ -120,7 +120,6 @@ def test_attention_init_redraws_only_the_detr_query_and_key_projections(tmp_path
 
 
 def test_aux_outputs_are_the_decoder_layers_own_predictions(tmp_path: Path) -> None:
-    from dataclasses import replace
 
     model_dir = new_model_dir(tmp_path / "m", vocabulary(), replace(TINY, decoder_layers=3))
     model, tokenizer, preprocessing = load_for_training(model_dir, torch.device("cpu"))
@@ -143,6 +142,37 @@ def test_aux_outputs_are_the_decoder_layers_own_predictions(tmp_path: Path) -> N
     torch.testing.assert_close(plain.pred_logits, outputs.pred_logits)
     # Earlier layers differ from the last (they are not copies of it).
     assert not torch.allclose(layers[0].pred_boxes, layers[-1].pred_boxes)
+
+
+def test_attribute_targets_are_the_batch_maps_shares_cached(init_dir: Path) -> None:
+    from annotator.training.data import SYNTHETIC_ATTRIBUTE_CLASSES
+    from annotator.training.loss import attribute_shares
+    from annotator.training.trainer import AttributeTargets
+
+    examples = synthetic_examples(0, 6, _preprocessing(init_dir))
+    targets = AttributeTargets(examples, SYNTHETIC_ATTRIBUTE_CLASSES)
+    logits = [torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8)]
+    stream = batches(examples, _preprocessing(init_dir), images_per_batch=6, phrases_per_image=1,
+                     seed=3)  # fmt: skip
+    flips = set()
+    for _ in range(3):  # the same examples again, flipped or not: from the cache
+        batch = next(stream)
+        assert batch.attributes is not None and len(batch.sources) == 6
+        flips |= {flipped for _, flipped in batch.sources}
+        expected = attribute_shares(batch.attributes, SYNTHETIC_ATTRIBUTE_CLASSES,
+                                    [(32, 32), (16, 16), (8, 8)])  # fmt: skip
+        got = targets(batch, logits)
+        assert len(got) == len(expected) == 3
+        for mine_level, reference_level in zip(got, expected, strict=True):
+            for mine, reference in zip(mine_level, reference_level, strict=True):
+                # The same values in the same layout: the training is exactly the same.
+                assert torch.equal(mine, reference)
+                assert mine.stride() == reference.stride()
+    assert flips == {True, False}
+    # Shares: every position's classes of each attribute sum to one.
+    totals = got[1][0].sum(1)
+    torch.testing.assert_close(totals, torch.ones_like(totals))
+    assert got[1][0].shape == (6, SYNTHETIC_ATTRIBUTE_CLASSES[0], 16, 16)
 
 
 def test_synthetic_attribute_maps_follow_the_objects_and_the_flips(init_dir: Path) -> None:
@@ -278,7 +308,6 @@ def test_vision_warm_up_needs_the_dense_loss(init_dir: Path, tmp_path: Path) -> 
 def test_patch_size_sets_the_grid_and_the_mask_size(tmp_path: Path) -> None:
     """``ModelSize.patch``: a finer patch gives a finer grid, FPN levels and masks; the image
     size must stay a multiple of patch x window."""
-    from dataclasses import replace
 
     from annotator.training.checkpoint import sam3_config
 
