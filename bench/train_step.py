@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -94,23 +93,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     cache = trainer.AttributeTargets(examples, SYNTHETIC_ATTRIBUTE_CLASSES)
 
-    def dense_targets(cached: bool, batch: Batch, logits: list[torch.Tensor]) -> Any:
+    def dense_loss(cached: bool, batch: Batch, levels: Sequence[torch.Tensor]) -> torch.Tensor:
         assert batch.attributes is not None
-        return cache(batch, logits) if cached else batch.attributes
+        logits = head(levels[: len(head.convs)])
+        targets = cache(batch, logits) if cached else batch.attributes
+        return dense_attribute_loss(logits, targets, SYNTHETIC_ATTRIBUTE_CLASSES)
+
+    def update(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
 
     def whole_step(cached: bool) -> Callable[[], None]:
         def step() -> None:
             batch = next(stream)
             forward = trainer._forward(model, tokenizer, batch, torch.device("cpu"))
             terms = criterion(forward.outputs, trainer._targets(batch))
-            logits = head(forward.vision.fpn_hidden_states[: len(head.convs)])
-            loss = terms["total"] + dense_attribute_loss(
-                logits, dense_targets(cached, batch, logits), SYNTHETIC_ATTRIBUTE_CLASSES
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
+            update(terms["total"] + dense_loss(cached, batch, forward.vision.fpn_hidden_states))
 
         return step
 
@@ -118,14 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         def step() -> None:
             batch = next(vision_stream)
             levels = model.get_vision_features(pixel_values=batch.pixels).fpn_hidden_states
-            logits = head(levels[: len(head.convs)])
-            loss = dense_attribute_loss(
-                logits, dense_targets(cached, batch, logits), SYNTHETIC_ATTRIBUTE_CLASSES
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
+            update(dense_loss(cached, batch, levels))
 
         return step
 
