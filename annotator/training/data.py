@@ -145,10 +145,10 @@ class Batch:
     image_index: torch.Tensor
     phrases: list[str]
     masks: list[torch.Tensor]
-    attributes: torch.Tensor | None = None
     # Per image: its example's index in the examples the batch was drawn from, and whether it
     # was flipped left-right.
-    sources: tuple[tuple[int, bool], ...] = ()
+    sources: tuple[tuple[int, bool], ...]
+    attributes: torch.Tensor | None = None
 
 
 def _normalise(pixels: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -213,9 +213,9 @@ def batches(
             image_index=torch.tensor(image_index, dtype=torch.long),
             phrases=phrases,
             masks=masks,
+            sources=tuple(sources),
             attributes=torch.from_numpy(np.stack(attributes)).long()
             if len(attributes) == len(chosen)
             else None,
-            sources=tuple(sources),
         )
         step += 1

@@ -218,10 +218,6 @@ class AttributeTargets:
         """Per level of ``logits``, per attribute, the ``(B, n, h, w)`` shares of the batch's
         images."""
         sizes = tuple((int(level.shape[-2]), int(level.shape[-1])) for level in logits)
-        if not batch.sources:
-            if batch.attributes is None:
-                raise ValueError("the dense attribute term needs examples with attribute maps")
-            return attribute_shares(batch.attributes, self.classes, sizes)
         images = [self._example(k, sizes, flipped) for k, flipped in batch.sources]
         return [
             [
@@ -276,6 +272,7 @@ def _vision_warmup(
     *,
     start: int,
     state: dict[str, Any] | None,
+    targets: AttributeTargets,
     checkpoint: Callable[[int, dict[str, Any]], None],
     progress: Callable[[StepReport], None] | None,
     began: float,
@@ -297,7 +294,6 @@ def _vision_warmup(
         examples, preprocessing, images_per_batch=settings.vision_images, phrases_per_image=1,
         seed=settings.seed + 1, start_step=start,
     )  # fmt: skip
-    targets = AttributeTargets(examples, settings.attribute_classes)
     model.train()
     for step in range(start, total):
         batch = next(stream)
@@ -423,6 +419,8 @@ def train(
         )
         tmp.replace(state_path)
 
+    # The dense term's targets, per example, shared by the vision warm-up and the whole model.
+    attribute_targets = AttributeTargets(examples, settings.attribute_classes)
     began = time.monotonic()
     if settings.vision_steps and vision_done < settings.vision_steps:
         if head is None:
@@ -434,6 +432,7 @@ def train(
             model, head, examples, preprocessing, settings, device,
             start=vision_done,
             state=state if state and "vision_optimizer" in state else None,
+            targets=attribute_targets,
             checkpoint=lambda k, extra: checkpoint(0, k, extra),
             progress=progress, began=began,
         )  # fmt: skip
@@ -447,7 +446,6 @@ def train(
         seed=settings.seed,
         start_step=start,
     )
-    attribute_targets = AttributeTargets(examples, settings.attribute_classes)
     first_loss: float | None = history[0][1] if history else None
     last_loss: float | None = history[-1][1] if history else None
     model.train()
