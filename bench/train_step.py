@@ -5,15 +5,18 @@ process, each with the dense attribute term's targets from the trainer's per-exa
 (``annotator.training.trainer.AttributeTargets``, what training does) and computed from the
 batch's class maps every step (what it did before; the same values and layout, tested):
 
-- ``whole``: a whole-model step, 8 images x 4 phrases: forward (``trainer._forward``),
+- ``whole``: a whole-model step, 8 images x 4 phrases (``--images``, ``--phrases``): forward
+  (``trainer._forward``),
   set-prediction loss, dense term, backward, clipped fused AdamW;
-- ``vision``: a step of the vision warm-up, 16 images, vision encoder and dense term only.
+- ``vision``: a step of the vision warm-up, 16 images (``--vision-images``), vision encoder and
+  dense term only.
 
 The step time also says how fast the machine is at the moment: the end-to-end time of
 ``annotator train starter`` scales with it (docs/benchmarks.md "Starter model").
 
     python bench/train_step.py                 # 2 threads, 30 timed steps per row
     python bench/train_step.py --steps 60 --threads 1
+    python bench/train_step.py --threads 1 --images 4 --vision-images 8   # half a batch
 """
 
 from __future__ import annotations
@@ -63,11 +66,25 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int = 5) -> list[fl
     return times
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the VMs of one kind differ), or ``unknown``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--scenes", type=int, default=200, help="synthetic scenes to draw from")
+    parser.add_argument("--images", type=int, default=8, help="images per whole-model step")
+    parser.add_argument("--phrases", type=int, default=4, help="phrases per image")
+    parser.add_argument("--vision-images", type=int, default=16, help="images per vision step")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -86,9 +103,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     named = [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]
     params = [p for _, p in named]
     optimizer = trainer._adamw(named, 0.05, 5e-4)
-    stream = batches(examples, preprocessing, images_per_batch=8, phrases_per_image=4, seed=0)
+    stream = batches(
+        examples, preprocessing, images_per_batch=args.images, phrases_per_image=args.phrases,
+        seed=0,
+    )  # fmt: skip
     vision_stream = batches(
-        examples, preprocessing, images_per_batch=16, phrases_per_image=1, seed=1
+        examples, preprocessing, images_per_batch=args.vision_images, phrases_per_image=1, seed=1
     )
 
     cache = trainer.AttributeTargets(examples, SYNTHETIC_ATTRIBUTE_CLASSES)
@@ -138,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.append((f"{kind}, from maps", time_steps(step(False), args.steps)))
 
     print(
-        f"starter training step, {platform.machine()} {platform.processor() or ''}, "
-        f"{args.threads} torch threads, torch {torch.__version__}"
+        f"starter training step, {platform.machine()} ({cpu_model()}), {args.threads} torch "
+        f"threads, torch {torch.__version__}; whole: {args.images} images x {args.phrases} "
+        f"phrases, vision: {args.vision_images} images"
     )
     header = f"{'step':<20} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'steps':>6}"
     print(header)
