@@ -6,8 +6,7 @@ process, each with the dense attribute term's targets from the trainer's per-exa
 batch's class maps every step (what it did before; the same values and layout, tested):
 
 - ``whole``: a whole-model step, 8 images x 4 phrases (``--images``, ``--phrases``): forward
-  (``trainer._forward``),
-  set-prediction loss, dense term, backward, clipped fused AdamW;
+  (``trainer._forward``), set-prediction loss, dense term, backward, clipped fused AdamW;
 - ``vision``: a step of the vision warm-up, 16 images (``--vision-images``), vision encoder and
   dense term only.
 
