@@ -16,11 +16,12 @@ the CPU build of torch, and doing it in torch lets the resize run on the GPU.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -286,6 +287,8 @@ class Sam3Proposer(LazyModelBackend):
         self._token_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._preprocessing: Preprocessing | None = None
         self._device: torch.device | None = None
+        # The detector's outputs per (image, phrase batch), when kept (keep_outputs).
+        self._kept: _KeptOutputs | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -325,6 +328,14 @@ class Sam3Proposer(LazyModelBackend):
             needs_weights=False,
         )
         self._preprocessing = Preprocessing.from_config(config)
+        self._resolve_settings()
+        self._tokenizer = tokenizer
+        self._token_rows.clear()
+        self._model = model
+
+    def _resolve_settings(self) -> None:
+        """The post-processing settings in effect: each given one, else the model directory's
+        ``calibration.json``'s."""
         recorded = read_calibration(self.source)
         self._exponent = (
             self.score_exponent if self.score_exponent is not None else recorded.score_exponent
@@ -338,9 +349,42 @@ class Sam3Proposer(LazyModelBackend):
         self._refine_eps = (
             self.mask_refine_eps if self.mask_refine_eps is not None else recorded.mask_refine_eps
         )
-        self._tokenizer = tokenizer
-        self._token_rows.clear()
-        self._model = model
+
+    def keep_outputs(self, budget_bytes: int = 1 << 30) -> None:
+        """From now on keep the detector's outputs of each image and phrase batch (up to
+        ``budget_bytes`` of them; beyond it they are computed again) and reuse them when the
+        same image object comes back with the same phrases, here or in a proposer made from
+        this one by :meth:`with_settings`. Comparing post-processing settings (score exponent,
+        NMS, mask refinement) on one set of images then costs the network once: what
+        calibration and the starter's measurements do. Images are recognised by identity
+        (pass the same object again), and the outputs are exactly those a new forward gives."""
+        if budget_bytes < 0:
+            raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+        self._kept = _KeptOutputs(budget_bytes)
+
+    def with_settings(self, **changes: Any) -> Sam3Proposer:
+        """A proposer with other post-processing settings (``score_threshold``,
+        ``mask_threshold``, ``max_instances``, ``score_exponent``, ``nms_iou``,
+        ``mask_refine_radius``, ``mask_refine_eps``; as the constructor takes them) that
+        shares this one's loaded model, token rows and kept outputs."""
+        unknown = sorted(set(changes) - set(_POST_PROCESSING))
+        if unknown:
+            raise ValueError(
+                f"with_settings changes post-processing only ({', '.join(_POST_PROCESSING)}); "
+                f"got {', '.join(unknown)}"
+            )
+        for label in ("score_threshold", "mask_threshold"):
+            if label in changes and not 0.0 <= changes[label] <= 1.0:
+                raise ValueError(f"{label} must be in [0, 1], got {changes[label]}")
+        for label in ("score_exponent", "nms_iou", "mask_refine_radius", "mask_refine_eps"):
+            if label in changes:
+                _check(label, changes[label])
+        other = copy.copy(self)
+        for label, value in changes.items():
+            setattr(other, label, value)
+        if other._model is not None:
+            other._resolve_settings()
+        return other
 
     def release(self) -> None:
         # The weights stay in the process cache for the next job; this instance lets go of them.
@@ -372,19 +416,26 @@ class Sam3Proposer(LazyModelBackend):
         if not phrases:
             return []
         model = self._model
+        given = image
         image = ensure_rgb(image)
         width, height = image.size
-        pixel_values = self._preprocessing(image, self.device, model.dtype)
-        vision = model.get_vision_features(pixel_values=pixel_values)
         guide = self._guide(image, height, width)
+        vision = None
         results: list[PhraseProposals] = []
         for chunk in _chunks(phrases, batch_size):
-            input_ids, attention_mask = self._tokenize(chunk)
-            outputs = model(
-                vision_embeds=_expand_vision(vision, len(chunk)),
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-            )
+            outputs = self._kept.get(given, chunk) if self._kept is not None else None
+            if outputs is None:
+                if vision is None:
+                    pixel_values = self._preprocessing(image, self.device, model.dtype)
+                    vision = model.get_vision_features(pixel_values=pixel_values)
+                input_ids, attention_mask = self._tokenize(chunk)
+                outputs = model(
+                    vision_embeds=_expand_vision(vision, len(chunk)),
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                )
+                if self._kept is not None:
+                    self._kept.put(given, chunk, outputs)
             results.extend(self._post_process(outputs, chunk, height, width, guide))
         return results
 
@@ -582,6 +633,50 @@ def _extent(present: torch.Tensor) -> torch.Tensor:
     end = torch.where(present, index + 1, 0).amax(dim=1)
     first = torch.where(end > 0, first, 0)
     return torch.stack([first, end], dim=1)
+
+
+# What Sam3Proposer.with_settings may change.
+_POST_PROCESSING = (
+    "score_threshold",
+    "mask_threshold",
+    "max_instances",
+    "score_exponent",
+    "nms_iou",
+    "mask_refine_radius",
+    "mask_refine_eps",
+)
+
+
+class _DetectorOutputs(NamedTuple):
+    """What post-processing reads of a detector forward."""
+
+    pred_logits: torch.Tensor
+    presence_logits: torch.Tensor
+    pred_boxes: torch.Tensor
+    pred_masks: torch.Tensor
+
+
+class _KeptOutputs:
+    """Detector outputs by (image object, phrase batch), up to a byte budget. Each entry holds
+    its image, so the object's ``id`` cannot be reused for another image while it is kept."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._entries: dict[tuple[int, tuple[str, ...]], tuple[Any, _DetectorOutputs]] = {}
+
+    def get(self, image: Any, phrases: Sequence[str]) -> _DetectorOutputs | None:
+        entry = self._entries.get((id(image), tuple(phrases)))
+        return entry[1] if entry is not None and entry[0] is image else None
+
+    def put(self, image: Any, phrases: Sequence[str], outputs: Any) -> None:
+        kept = _DetectorOutputs(
+            outputs.pred_logits, outputs.presence_logits, outputs.pred_boxes, outputs.pred_masks
+        )
+        size = sum(t.numel() * t.element_size() for t in kept)
+        if self.used + size <= self.budget:
+            self._entries[(id(image), tuple(phrases))] = (image, kept)
+            self.used += size
 
 
 def _expand_vision(vision: Any, batch: int) -> Any:

@@ -29,8 +29,10 @@ calibration on scenes it was neither trained nor measured on (seeds from
 query, then picks ``(nms, delta, scale, tau)`` from a fixed grid that maximises cgF1 at the
 0.5 threshold (ties: no or lighter NMS, then the smallest change); then it measures each
 refinement radius of its grid at that point (through the proposer, on a copy of the model with
-the point applied) and, for the best one when it beats none, runs the model again keeping every
-query with refined masks and fits ``(delta, scale, tau)`` again on them.
+the point applied) and, for the best one when it beats none, refines the masks of every query
+of the first run and fits ``(delta, scale, tau)`` again on them. The network runs twice over the
+scenes in all, once as the model is and once with the point applied: the proposer keeps its
+outputs for the other settings (:meth:`~annotator.miners.sam3.Sam3Proposer.keep_outputs`).
 :func:`apply_operating_point` writes shift and temperature into the weights and the rest into
 ``calibration.json`` beside them, where the ``sam3`` proposer reads the exponent, the NMS IoU
 and the refinement (:func:`annotator.miners.sam3.read_calibration`). A loader that ignores that
@@ -45,6 +47,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,6 +55,9 @@ from annotator import masks as mask_ops
 from annotator.datasets.synthetic import Scene, make_scene
 from annotator.metrics import IOU_THRESHOLDS, PairEval, cgf1_from_counts, pair_counts
 from annotator.training.evaluate import GroundTruthImage, evaluate_scenes, proposals_with_truth
+
+if TYPE_CHECKING:
+    from annotator.miners.sam3 import Sam3Proposer
 
 __all__ = [
     "CALIBRATION_SEED",
@@ -139,34 +145,28 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def _collect(
-    model_dir: Path, items: Sequence[GroundTruthImage], device: str, refine_radius: float = 0.0
-) -> list[_Pair]:
-    from annotator.miners.sam3 import Sam3Proposer
-
+def _collect(proposer: Sam3Proposer, items: Sequence[GroundTruthImage]) -> list[_Pair]:
+    """Every pair of ``items`` through ``proposer`` (which keeps every query: score threshold
+    0, exponent 1, no NMS)."""
     pairs: list[_Pair] = []
-    with Sam3Proposer(
-        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
-        mask_refine_radius=refine_radius,
-    ) as proposer:  # fmt: skip
-        for gt, found in proposals_with_truth(proposer, items):
-            presence = max(float(found.presence), 1e-12)
-            # score = sigmoid(class) x presence: the class probability is score / presence.
-            class_p = np.asarray(found.scores, dtype=np.float64) / presence
-            pred = list(found.masks)
-            pairs.append(
-                _Pair(
-                    gt=gt,
-                    pred=pred,
-                    class_logit=_logit(class_p),
-                    presence_logit=float(_logit(presence)),
-                    # Every grid point scores the same masks: their IoUs once.
-                    ious=mask_ops.iou_matrix(pred, gt)
-                    if gt and pred
-                    else np.zeros((len(pred), len(gt))),
-                    self_ious=mask_ops.iou_matrix(pred, pred),
-                )
+    for gt, found in proposals_with_truth(proposer, items):
+        presence = max(float(found.presence), 1e-12)
+        # score = sigmoid(class) x presence: the class probability is score / presence.
+        class_p = np.asarray(found.scores, dtype=np.float64) / presence
+        pred = list(found.masks)
+        pairs.append(
+            _Pair(
+                gt=gt,
+                pred=pred,
+                class_logit=_logit(class_p),
+                presence_logit=float(_logit(presence)),
+                # Every grid point scores the same masks: their IoUs once.
+                ious=mask_ops.iou_matrix(pred, gt)
+                if gt and pred
+                else np.zeros((len(pred), len(gt))),
+                self_ious=mask_ops.iou_matrix(pred, pred),
             )
+        )
     return pairs
 
 
@@ -271,23 +271,32 @@ def fit_operating_point(
     refinement: each radius of ``refine_radii`` measured at that point, the best one (strictly
     better than none; ties to the smaller) kept, and ``(delta, scale, threshold)`` fitted
     again on its masks."""
+    from annotator.miners.sam3 import Sam3Proposer
+
     items = [GroundTruthImage.of_scene(s) for s in scenes]
-    pairs = _collect(model_dir, items, device)
-    before = _Table(pairs).score(0.0, 1.0)
-    best, nms = (before, 0.0, 1.0, 0.5), 1.0
-    # No NMS first, then lighter ones: a heavier one must score strictly better to be chosen.
-    for candidate in sorted({1.0, *nms_ious}, reverse=True):
-        table = _Table([_suppressed(p, candidate) for p in pairs])
-        start = (table.score(0.0, 1.0), 0.0, 1.0, 0.5)
-        found = _best_point(table, start, deltas, scales, thresholds)
-        if candidate == 1.0 or found[0] > best[0] + 1e-9:
-            best, nms = found, candidate
-    radius = _best_radius(model_dir, items, device, best, nms, refine_radii)
-    if radius > 0:
-        # Refined masks move which masks are true positives: fit the point again on them.
-        refined = _Table([_suppressed(p, nms) for p in _collect(model_dir, items, device, radius)])
-        best = _best_point(refined, (refined.score(*best[1:]), *best[1:]), deltas, scales,
-                           thresholds)  # fmt: skip
+    with Sam3Proposer(
+        str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
+        mask_refine_radius=0.0,
+    ) as proposer:  # fmt: skip
+        # The network runs once over the items; the refined pass below reuses its outputs.
+        proposer.keep_outputs()
+        pairs = _collect(proposer, items)
+        before = _Table(pairs).score(0.0, 1.0)
+        best, nms = (before, 0.0, 1.0, 0.5), 1.0
+        # No NMS first, then lighter ones: a heavier one must score strictly better to be chosen.
+        for candidate in sorted({1.0, *nms_ious}, reverse=True):
+            table = _Table([_suppressed(p, candidate) for p in pairs])
+            start = (table.score(0.0, 1.0), 0.0, 1.0, 0.5)
+            found = _best_point(table, start, deltas, scales, thresholds)
+            if candidate == 1.0 or found[0] > best[0] + 1e-9:
+                best, nms = found, candidate
+        radius = _best_radius(model_dir, items, device, best, nms, refine_radii)
+        if radius > 0:
+            # Refined masks move which masks are true positives: fit the point again on them.
+            refined_pairs = _collect(proposer.with_settings(mask_refine_radius=radius), items)
+            refined = _Table([_suppressed(p, nms) for p in refined_pairs])
+            best = _best_point(refined, (refined.score(*best[1:]), *best[1:]), deltas, scales,
+                               thresholds)  # fmt: skip
     return OperatingPoint(
         presence_shift=best[1],
         class_scale=best[2],
@@ -310,8 +319,9 @@ def _best_radius(
 ) -> float:
     """The refinement radius of ``radii`` (0: none) with the best cgF1 at ``point`` (``(cgF1,
     delta, scale, threshold)``) and ``nms``: each measured through the proposer on a copy of
-    the model with the point applied, so only the masks the point keeps are refined; a larger
-    radius must score strictly better."""
+    the model with the point applied, so only the masks the point keeps are refined (the
+    network once, its outputs kept for every radius); a larger radius must score strictly
+    better."""
     import tempfile
 
     from annotator.miners.sam3 import Sam3Proposer
@@ -325,14 +335,15 @@ def _best_radius(
         copy = Path(tmp) / "model"
         shutil.copytree(model_dir, copy)
         apply_operating_point(copy, OperatingPoint(delta, scale, 0.0, 0.0, len(items)))
-        for radius in candidates:
-            with Sam3Proposer(
-                str(copy), device=device, score_exponent=exponent_for(threshold), nms_iou=nms,
-                mask_refine_radius=radius,
-            ) as proposer:  # fmt: skip
-                value = evaluate_scenes(proposer, items).cgf1
-            if value > best + 1e-9:
-                best, chosen = value, radius
+        with Sam3Proposer(
+            str(copy), device=device, score_exponent=exponent_for(threshold), nms_iou=nms
+        ) as proposer:
+            proposer.keep_outputs()
+            for radius in candidates:
+                refined = proposer.with_settings(mask_refine_radius=radius)
+                value = evaluate_scenes(refined, items).cgf1
+                if value > best + 1e-9:
+                    best, chosen = value, radius
     return chosen
 
 

@@ -16,7 +16,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from annotator.datasets.synthetic import vocabulary
-from annotator.miners.sam3 import Preprocessing
+from annotator.miners.sam3 import Preprocessing, read_calibration
 from annotator.training.calibrate import (
     apply_operating_point,
     calibration_scenes,
@@ -100,17 +100,39 @@ def evaluate_model(
     its ``calibration.json`` unless ``mask_refine_radius`` is given, 0: none)."""
     from annotator.miners.sam3 import Sam3Proposer
 
-    began = time.monotonic()
     with Sam3Proposer(
         str(model_dir), device=device, mask_refine_radius=mask_refine_radius
     ) as proposer:
-        result = evaluate_scenes(proposer, held_out_scenes(scenes, SCENE_SIZE))
+        return _measure(proposer, held_out_scenes(scenes, SCENE_SIZE))
+
+
+def _measure(proposer: Any, scenes: Sequence[Any]) -> dict:
+    began = time.monotonic()
+    result = evaluate_scenes(proposer, scenes)
     return {
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.as_dict().items()},
         "cgF1": round(result.cgf1, 2),
-        "held_out_scenes": scenes,
+        "held_out_scenes": len(scenes),
         "eval_s": round(time.monotonic() - began, 1),
     }
+
+
+def _measure_trained(model_dir: Path, scenes: int, device: str) -> dict[str, dict]:
+    """The trained model's figures: ``model`` on the first ``scenes`` held-out scenes,
+    ``model_unrefined`` (when its calibration refines masks: the network's own masks) and
+    ``check`` (the first :data:`CHECK_SCENES`), each what :func:`evaluate_model` gives, from
+    one run of the network (the proposer keeps its outputs for the other settings)."""
+    from annotator.miners.sam3 import Sam3Proposer
+
+    held_out = held_out_scenes(max(scenes, CHECK_SCENES), SCENE_SIZE)
+    with Sam3Proposer(str(model_dir), device=device) as proposer:
+        proposer.keep_outputs()
+        figures = {"model": _measure(proposer, held_out[:scenes])}
+        if read_calibration(str(model_dir)).mask_refine_radius > 0:
+            unrefined = proposer.with_settings(mask_refine_radius=0.0)
+            figures["model_unrefined"] = _measure(unrefined, held_out[:scenes])
+        figures["check"] = _measure(proposer, held_out[:CHECK_SCENES])
+    return figures
 
 
 def train_starter(
@@ -186,14 +208,16 @@ def train_starter(
         },
         "params": _params(out),
         "calibration": calibration,
-        "model": evaluate_model(out, eval_scenes),
     }
-    if calibration["model"].get("mask_refine_radius", 0.0) > 0:
-        # The network's own masks, for comparison (docs/benchmarks.md reports both).
-        metrics["model_unrefined"] = evaluate_model(out, eval_scenes, mask_refine_radius=0.0)
+    # The network's own masks too when they are refined, for comparison (docs/benchmarks.md
+    # reports both), and the check figure the tests re-measure.
+    measured = _measure_trained(out, eval_scenes, settings.device)
+    metrics["model"] = measured["model"]
+    if "model_unrefined" in measured:
+        metrics["model_unrefined"] = measured["model_unrefined"]
     if weak is not None and weak.exists():
-        metrics["weak"] = evaluate_model(weak, eval_scenes)
-    metrics["check"] = evaluate_model(out, CHECK_SCENES)
+        metrics["weak"] = evaluate_model(weak, eval_scenes, device=settings.device)
+    metrics["check"] = measured["check"]
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return StarterResult(out=out, weak=weak, metrics=metrics)
 

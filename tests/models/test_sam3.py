@@ -404,3 +404,80 @@ def test_bad_calibration_json_is_reported(
     with pytest.raises(ValueError, match=message) as caught, Sam3Proposer(str(broken)):
         pass
     assert "calibration.json" in str(caught.value)
+
+
+def _equal(a: list[PhraseProposals], b: list[PhraseProposals]) -> None:
+    assert [p.phrase for p in a] == [p.phrase for p in b]
+    for left, right in zip(a, b, strict=True):
+        assert left.masks == right.masks, left.phrase
+        assert np.array_equal(left.scores, right.scores) and np.array_equal(left.boxes, right.boxes)
+        assert left.presence == right.presence
+
+
+def test_kept_outputs_serve_other_settings_exactly_without_the_network(
+    tiny_sam3_dir: Path, scene: Image.Image
+) -> None:
+    """With ``keep_outputs`` an image comes back (the same object, the same phrases) without a
+    forward, in this proposer and in those ``with_settings`` makes, and every setting gives
+    exactly what a proposer built with it gives."""
+    settings = [
+        {"score_threshold": 0.0},
+        {"score_threshold": 0.0, "nms_iou": 0.3},
+        {"score_threshold": 0.05, "mask_refine_radius": 4.0, "score_exponent": 0.5},
+        {"score_threshold": 0.0, "mask_threshold": 0.7, "max_instances": 2},
+    ]
+    fresh = []
+    for options in settings:
+        # The same batches as below (another batching rounds differently in the last bit).
+        own = Sam3Proposer(str(tiny_sam3_dir), device="cpu", batch_size=2, **options)  # type: ignore[arg-type]
+        with own:
+            fresh.append(own.propose(scene, PHRASES))
+    with Sam3Proposer(str(tiny_sam3_dir), device="cpu", batch_size=2) as proposer:
+        model = proposer._model
+        assert model is not None
+        forwards: list[int] = []
+        hook = model.detr_decoder.register_forward_hook(lambda *_: forwards.append(1))
+        try:
+            proposer.keep_outputs()
+            first = proposer.propose(scene, PHRASES)
+            assert len(forwards) == 3  # batches of 2, 2 and 1 phrases
+            _equal(first, proposer.propose(scene, PHRASES))
+            for options, expected in zip(settings, fresh, strict=True):
+                _equal(proposer.with_settings(**options).propose(scene, PHRASES), expected)
+            assert len(forwards) == 3, "kept outputs are reused"
+            # Another image object (same pixels) or other phrase batches run the network.
+            proposer.propose(scene.copy(), PHRASES[:2])
+            proposer.propose(scene, PHRASES[1:3])
+            assert len(forwards) == 5
+        finally:
+            hook.remove()
+    assert proposer.score_threshold == 0.5, "with_settings leaves the original as it was"
+
+
+def test_kept_outputs_respect_their_budget(tiny_sam3_dir: Path, scene: Image.Image) -> None:
+    with Sam3Proposer(str(tiny_sam3_dir), device="cpu") as proposer:
+        model = proposer._model
+        assert model is not None
+        forwards: list[int] = []
+        hook = model.detr_decoder.register_forward_hook(lambda *_: forwards.append(1))
+        try:
+            proposer.keep_outputs(budget_bytes=0)
+            proposer.propose(scene, ["cat"])
+            proposer.propose(scene, ["cat"])
+        finally:
+            hook.remove()
+    assert len(forwards) == 2, "nothing kept over the budget: computed again"
+    with pytest.raises(ValueError, match="budget_bytes must be >= 0"):
+        proposer.keep_outputs(budget_bytes=-1)
+
+
+def test_with_settings_refuses_what_it_cannot_change(tiny_sam3_dir: Path) -> None:
+    proposer = Sam3Proposer(str(tiny_sam3_dir), device="cpu")
+    with pytest.raises(ValueError, match=r"post-processing only .* got batch_size, device"):
+        proposer.with_settings(device="cuda", batch_size=4)
+    with pytest.raises(ValueError, match=r"score_threshold must be in \[0, 1\], got 1.5"):
+        proposer.with_settings(score_threshold=1.5)
+    with pytest.raises(ValueError, match="nms_iou"):
+        proposer.with_settings(nms_iou=0.0)
+    # Before loading: the settings take effect on load, calibration.json filling the rest.
+    assert proposer.with_settings(mask_refine_radius=2.0).mask_refine_radius == 2.0
