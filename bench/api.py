@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from annotator import machine  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "ANNOTATOR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -428,7 +429,7 @@ def main() -> None:
                 f"{args.annotations:,} annotations; {clients} concurrent client(s), closed loop, "
                 f"{args.seconds:.0f} s per endpoint; server workers: {args.workers}"
                 f"{' (uvicorn, one shared socket)' if args.shared_socket else ''}; "
-                f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+                f"{machine.describe()}; "
                 f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
             )
             print()

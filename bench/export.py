@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator import masks  # noqa: E402
+from annotator import machine, masks  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "ANNOTATOR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -350,7 +350,7 @@ def main() -> None:
 
     print()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"machine: {machine.describe()}, "
         f"Python {platform.python_version()}, PostgreSQL on 127.0.0.1"
     )
     print(

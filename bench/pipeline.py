@@ -73,6 +73,7 @@ from PIL import Image  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from annotator import machine  # noqa: E402
 from tests.models.tiny import VOCAB_WORDS, build_tiny_sam3  # noqa: E402
 from tests.models.tiny_vlm import build_tiny_vlm  # noqa: E402
 
@@ -507,7 +508,7 @@ def report(
     )
     if abs(masks_per_image - args.masks) > 0.05:
         print(f"WARNING: {masks_per_image:.1f} masks per image, not the {args.masks} asked for")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"machine: {machine.describe()}, "
           f"python {platform.python_version()}, torch {torch.__version__}; "
           f"load average before/after {args.load_before} / {_load()}")  # fmt: skip
     print(line(header))

@@ -23,7 +23,6 @@ image on an H200. Results go in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import statistics
 import sys
@@ -41,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from annotator import machine  # noqa: E402
 from annotator.backends import PhraseProposals  # noqa: E402
 from annotator.miners.sam3 import Sam3Proposer  # noqa: E402
 from tests.models.tiny import (  # noqa: E402
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        else f"CPU ({machine.describe()}, {torch.get_num_threads()} threads)"
     )
     print(
         f"SAM 3 proposer, {'full-size' if args.full else 'tiny'} random-init model "

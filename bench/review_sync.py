@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator import masks  # noqa: E402
+from annotator import machine, masks  # noqa: E402
 from annotator.config import Settings  # noqa: E402
 from annotator.db import migrate  # noqa: E402
 from annotator.db import repositories as repo  # noqa: E402
@@ -287,7 +287,7 @@ def main() -> None:
         admin.dispose()
 
     n, m = args.tasks, args.tasks * args.masks
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
+    print(f"\nmachine: {machine.describe()}, Python "
           f"{platform.python_version()}; Label Studio 1.23.2 (SQLite), PostgreSQL; "
           f"{n} tasks x {args.masks} masks of {W}x{H}, batches of {args.batch_size}")  # fmt: skip
     print(f"{'step':<34}{'seconds':>9}{'items/s':>11}{'masks/s':>10}")

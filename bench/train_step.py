@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from annotator import machine  # noqa: E402
 from annotator.datasets.synthetic import vocabulary  # noqa: E402
 from annotator.miners.sam3 import Preprocessing  # noqa: E402
 from annotator.training import trainer  # noqa: E402
@@ -63,17 +63,6 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int = 5) -> list[fl
         step()
         times.append(time.perf_counter() - began)
     return times
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the VMs of one kind differ), or ``unknown``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -157,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.append((f"{kind}, from maps", time_steps(step(False), args.steps)))
 
     print(
-        f"starter training step, {platform.machine()} ({cpu_model()}), {args.threads} torch "
+        f"starter training step, {machine.describe()}, {args.threads} torch "
         f"threads, torch {torch.__version__}; whole: {args.images} images x {args.phrases} "
         f"phrases, vision: {args.vision_images} images"
     )

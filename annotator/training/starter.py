@@ -12,7 +12,6 @@ The figures go to ``metrics.json`` beside the model directories.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from annotator import machine
 from annotator.datasets.synthetic import vocabulary
 from annotator.miners.sam3 import Preprocessing, read_calibration
 from annotator.training.calibrate import (
@@ -199,7 +199,7 @@ def train_starter(
         "resumed_from": result.resumed_from,
         "first_loss": result.first_loss,
         "last_loss": result.last_loss,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        "machine": f"{machine.describe()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}",
         "size": STARTER_SIZE.as_dict(),
         "lr": settings.lr,

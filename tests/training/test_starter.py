@@ -98,3 +98,15 @@ def test_train_starter_command_writes_measured_calibrated_models(tmp_path) -> No
             proposer.load()
             assert proposer._exponent == recorded["score_exponent"]
             assert proposer._nms_iou == recorded["nms_iou"]
+    # One run of the network served all three figures of the trained model: each is what a
+    # measurement of its own gives.
+    from annotator.training.starter import evaluate_model
+
+    def figures(measured: dict) -> dict:
+        return {k: v for k, v in measured.items() if k != "eval_s"}
+
+    assert figures(metrics["model"]) == figures(evaluate_model(out, 2))
+    assert figures(metrics["check"]) == figures(evaluate_model(out, 40))
+    if "model_unrefined" in metrics:
+        unrefined = evaluate_model(out, 2, mask_refine_radius=0.0)
+        assert figures(metrics["model_unrefined"]) == figures(unrefined)
