@@ -201,6 +201,17 @@ def _check(key: str, value: float | None) -> None:
         raise ValueError(f"{key} must be {wording}, got {value!r}")
 
 
+def _check_post_processing(values: dict[str, Any]) -> None:
+    """Refuse a post-processing setting outside its bounds (thresholds in [0, 1]; the
+    calibrated values as :func:`_check`); ``None``: not given."""
+    for label in ("score_threshold", "mask_threshold"):
+        value = values.get(label)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{label} must be in [0, 1], got {value}")
+    for label in ("score_exponent", "nms_iou", "mask_refine_radius", "mask_refine_eps"):
+        _check(label, values.get(label))
+
+
 class Sam3Proposer(LazyModelBackend):
     """Every instance of each phrase in an image, from SAM 3 via transformers.
 
@@ -255,16 +266,16 @@ class Sam3Proposer(LazyModelBackend):
         settings = get_settings()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for label, value in (
-            ("score_threshold", score_threshold),
-            ("mask_threshold", mask_threshold),
-        ):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{label} must be in [0, 1], got {value}")
-        _check("score_exponent", score_exponent)
-        _check("nms_iou", nms_iou)
-        _check("mask_refine_radius", mask_refine_radius)
-        _check("mask_refine_eps", mask_refine_eps)
+        _check_post_processing(
+            {
+                "score_threshold": score_threshold,
+                "mask_threshold": mask_threshold,
+                "score_exponent": score_exponent,
+                "nms_iou": nms_iou,
+                "mask_refine_radius": mask_refine_radius,
+                "mask_refine_eps": mask_refine_eps,
+            }
+        )
         self.source = model or settings.proposer_model
         self.device_setting = device or settings.device
         self.dtype = dtype
@@ -373,12 +384,7 @@ class Sam3Proposer(LazyModelBackend):
                 f"with_settings changes post-processing only ({', '.join(_POST_PROCESSING)}); "
                 f"got {', '.join(unknown)}"
             )
-        for label in ("score_threshold", "mask_threshold"):
-            if label in changes and not 0.0 <= changes[label] <= 1.0:
-                raise ValueError(f"{label} must be in [0, 1], got {changes[label]}")
-        for label in ("score_exponent", "nms_iou", "mask_refine_radius", "mask_refine_eps"):
-            if label in changes:
-                _check(label, changes[label])
+        _check_post_processing(changes)
         other = copy.copy(self)
         for label, value in changes.items():
             setattr(other, label, value)
