@@ -117,7 +117,7 @@ def _measure(proposer: Any, scenes: Sequence[Any]) -> dict:
     }
 
 
-def _measure_trained(model_dir: Path, scenes: int, device: str) -> dict[str, dict]:
+def _measure_trained(model_dir: Path, scenes: int, device: str = "cpu") -> dict[str, dict]:
     """The trained model's figures: ``model`` on the first ``scenes`` held-out scenes,
     ``model_unrefined`` (when its calibration refines masks: the network's own masks) and
     ``check`` (the first :data:`CHECK_SCENES`), each what :func:`evaluate_model` gives, from
@@ -210,13 +210,14 @@ def train_starter(
         "calibration": calibration,
     }
     # The network's own masks too when they are refined, for comparison (docs/benchmarks.md
-    # reports both), and the check figure the tests re-measure.
-    measured = _measure_trained(out, eval_scenes, settings.device)
+    # reports both), and the check figure the tests re-measure; measured on the CPU in float32
+    # whatever the training device, as the tests re-measure them.
+    measured = _measure_trained(out, eval_scenes)
     metrics["model"] = measured["model"]
     if "model_unrefined" in measured:
         metrics["model_unrefined"] = measured["model_unrefined"]
     if weak is not None and weak.exists():
-        metrics["weak"] = evaluate_model(weak, eval_scenes, device=settings.device)
+        metrics["weak"] = evaluate_model(weak, eval_scenes)
     metrics["check"] = measured["check"]
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return StarterResult(out=out, weak=weak, metrics=metrics)
