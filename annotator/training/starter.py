@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from annotator import machine
-from annotator.datasets.synthetic import vocabulary
+from annotator.backends import MaskProposer
+from annotator.datasets.synthetic import Scene, vocabulary
 from annotator.miners.sam3 import Preprocessing, read_calibration
 from annotator.training.calibrate import (
     apply_operating_point,
@@ -106,7 +107,8 @@ def evaluate_model(
         return _measure(proposer, held_out_scenes(scenes, SCENE_SIZE))
 
 
-def _measure(proposer: Any, scenes: Sequence[Any]) -> dict:
+def _measure(proposer: MaskProposer, scenes: Sequence[Scene]) -> dict:
+    """:func:`evaluate_model`'s record of ``proposer`` on ``scenes``."""
     began = time.monotonic()
     result = evaluate_scenes(proposer, scenes)
     return {
@@ -209,16 +211,14 @@ def train_starter(
         "params": _params(out),
         "calibration": calibration,
     }
-    # The network's own masks too when they are refined, for comparison (docs/benchmarks.md
-    # reports both), and the check figure the tests re-measure; measured on the CPU in float32
-    # whatever the training device, as the tests re-measure them.
+    # With the network's own masks when they are refined (docs/benchmarks.md reports both) and
+    # the check figure the tests re-measure; on the CPU in float32 whatever the training device.
     measured = _measure_trained(out, eval_scenes)
-    metrics["model"] = measured["model"]
-    if "model_unrefined" in measured:
-        metrics["model_unrefined"] = measured["model_unrefined"]
+    check = measured.pop("check")
+    metrics.update(measured)
     if weak is not None and weak.exists():
         metrics["weak"] = evaluate_model(weak, eval_scenes)
-    metrics["check"] = measured["check"]
+    metrics["check"] = check
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return StarterResult(out=out, weak=weak, metrics=metrics)
 
