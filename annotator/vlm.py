@@ -311,13 +311,13 @@ class VlmRuntime:
                 input_ids=step_ids,
                 attention_mask=attention_mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{plan.cache_argument: cache},
                 use_cache=True,
                 return_dict=True,
                 **plan.extra,
                 **inputs,
             )
-            cache = out.past_key_values
+            cache = getattr(out, plan.cache_argument)
             next_ids = out.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
             if eos is not None:
                 next_ids = torch.where(unfinished, next_ids, pad)
@@ -434,6 +434,9 @@ class _LeanPlan:
     eos: torch.Tensor | None
     extra: dict[str, Any]
     cache_config: Any
+    # The forward's name for the KV cache, in and out: ``past_key_values``, or ``cache`` (the
+    # name from transformers 5.25 on, the old one deprecated).
+    cache_argument: str = "past_key_values"
 
     def new_cache(self) -> Any:
         """An empty cache, as ``generate`` makes it for a dynamic cache."""
@@ -460,7 +463,8 @@ def _lean_plan(model: Any) -> _LeanPlan | None:
         defaults = GenerationConfig().to_dict()
     except (TypeError, ValueError):
         return None
-    if not {"position_ids", "past_key_values", "attention_mask"} <= parameters:
+    cache_argument = next((n for n in ("cache", "past_key_values") if n in parameters), None)
+    if cache_argument is None or not {"position_ids", "attention_mask"} <= parameters:
         return None
     if "use_cache" not in parameters and "kwargs" not in parameters:
         return None
@@ -477,7 +481,12 @@ def _lean_plan(model: Any) -> _LeanPlan | None:
     eos = torch.tensor(list(eos_ids), dtype=torch.long) if eos_ids else None
     # generate computes the logits of the last position only where the model can.
     extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-    return _LeanPlan(eos=eos, extra=extra, cache_config=config.get_text_config(decoder=True))
+    return _LeanPlan(
+        eos=eos,
+        extra=extra,
+        cache_config=config.get_text_config(decoder=True),
+        cache_argument=cache_argument,
+    )
 
 
 class FastInputs:
