@@ -21,6 +21,7 @@ The step time also says how fast the machine is at the moment: the end-to-end ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import statistics
@@ -73,11 +74,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=8, help="images per whole-model step")
     parser.add_argument("--phrases", type=int, default=4, help="phrases per image")
     parser.add_argument("--vision-images", type=int, default=16, help="images per vision step")
+    parser.add_argument(
+        "--mask-scale", type=int, default=STARTER_SIZE.mask_scale,
+        help="the masks' resolution in patch grids (ModelSize.mask_scale: 4 or 2)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        init = new_model_dir(Path(tmp) / "init", vocabulary(), STARTER_SIZE, seed=0)
+        size = dataclasses.replace(STARTER_SIZE, mask_scale=args.mask_scale)
+        init = new_model_dir(Path(tmp) / "init", vocabulary(), size, seed=0)
         preprocessing = Preprocessing.from_config(
             json.loads((init / "processor_config.json").read_text())["image_processor"]
         )

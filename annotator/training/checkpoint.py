@@ -118,9 +118,10 @@ def build_clip_style_tokenizer(directory: Path, words: Sequence[str], max_length
 class ModelSize:
     """The dimensions of a small ``Sam3Config`` (every part shares ``hidden``).
 
-    ``image_size`` must be a multiple of 14 * ``window`` (patch size times window size): the
-    FPN levels are then 4x, 2x, 1x and 0.5x the patch grid, and masks come out at 4x the grid
-    (``image_size * 4 / 14`` pixels square).
+    ``image_size`` must be a multiple of ``patch * window`` (patch size times window size): the
+    FPN levels are then ``mask_scale``x .. 0.5x the patch grid (4x, 2x, 1x, 0.5x by default, as
+    SAM 3), and masks come out at ``mask_scale`` x the grid (``image_size * 4 / 14`` pixels
+    square by default).
     """
 
     image_size: int = 224
@@ -147,6 +148,9 @@ class ModelSize:
     # The ViT's patch size in pixels (SAM 3's is 14). A smaller patch gives a finer grid (more
     # tokens per object) and finer masks, at the cost of more positions everywhere.
     patch: int = 14
+    # The finest FPN level (and the masks) at this many times the patch grid: 4 as SAM 3 (288 x
+    # 288 for 1008 px), or 2 (half as fine, a quarter of the mask decoder's per-row work).
+    mask_scale: int = 4
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +165,11 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
             f"image_size {size.image_size} must be a multiple of patch x window "
             f"({size.patch} x {size.window} = {size.patch * size.window})"
         )
+    if size.mask_scale not in (2, 4):
+        raise ValueError(f"mask_scale must be 2 or 4, not {size.mask_scale}")
     grid = size.image_size // size.patch
+    # FPN levels from mask_scale x the grid down to 0.5x; the detector uses all but the last.
+    scales = [float(size.mask_scale / 2**i) for i in range(size.mask_scale.bit_length() + 1)]
     common = {
         "hidden_size": size.hidden,
         "num_attention_heads": size.heads,
@@ -183,7 +191,8 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
             },
             "fpn_hidden_size": size.hidden,
             "initializer_range": size.initializer_range,
-            "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+            "backbone_feature_sizes": [[int(s * grid)] * 2 for s in scales[:-1]],
+            "scale_factors": scales,
         },
         text_config={
             **common,
@@ -207,6 +216,9 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
             "hidden_size": size.hidden,
             "num_attention_heads": size.heads,
             "initializer_range": size.initializer_range,
+            # One 3x3 convolution per level above the grid (SAM 3's default of 3 leaves one
+            # unused at mask_scale 4, kept so that models made before keep their weights).
+            **({} if size.mask_scale == 4 else {"num_upsampling_stages": len(scales) - 2}),
         },
         initializer_range=size.initializer_range,
     )
@@ -225,7 +237,9 @@ def _init_attention(model: Any, std: float) -> None:
                 param.normal_(0.0, std)
 
 
-def write_processor_config(directory: Path, image_size: int, patch: int = 14) -> None:
+def write_processor_config(
+    directory: Path, image_size: int, patch: int = 14, mask_scale: int = 4
+) -> None:
     """``processor_config.json`` as ``Sam3Processor.save_pretrained`` writes it (nested)."""
     config = {
         "image_processor": {
@@ -239,7 +253,10 @@ def write_processor_config(directory: Path, image_size: int, patch: int = 14) ->
             "rescale_factor": 1 / 255,
             "resample": 2,
             "size": {"height": image_size, "width": image_size},
-            "mask_size": {"height": 4 * image_size // patch, "width": 4 * image_size // patch},
+            "mask_size": {
+                "height": mask_scale * image_size // patch,
+                "width": mask_scale * image_size // patch,
+            },
         },
         "point_pad_value": -10,
         "target_size": image_size,
@@ -267,5 +284,5 @@ def new_model_dir(
     if size.attention_init is not None:
         _init_attention(model, size.attention_init)
     model.save_pretrained(directory)
-    write_processor_config(directory, size.image_size, size.patch)
+    write_processor_config(directory, size.image_size, size.patch, size.mask_scale)
     return directory

@@ -329,3 +329,37 @@ def vocabulary_size_for(model_dir: Path) -> int:
     from transformers import AutoTokenizer
 
     return len(AutoTokenizer.from_pretrained(str(model_dir)))
+
+
+def test_mask_scale_sets_the_finest_level_and_the_mask_size(tmp_path: Path) -> None:
+    """``ModelSize.mask_scale`` 2: FPN levels at 2x, 1x and 0.5x the grid, one upsampling
+    convolution, the model's masks at twice the grid; the proposer still answers at the
+    image's size. Other scales are refused."""
+
+    from transformers import Sam3Model
+
+    from annotator.training.checkpoint import sam3_config
+
+    half = replace(TINY, mask_scale=2)
+    grid = half.image_size // half.patch
+    model_dir = new_model_dir(tmp_path / "half", vocabulary(), half)
+    processor = json.loads((model_dir / "processor_config.json").read_text())["image_processor"]
+    assert processor["mask_size"] == {"height": 2 * grid, "width": 2 * grid}
+    config = sam3_config(half, vocab_size=vocabulary_size_for(model_dir), bos=0, eos=1)
+    assert config.vision_config.scale_factors == [2.0, 1.0, 0.5]
+    assert config.vision_config.backbone_feature_sizes == [[2 * grid] * 2, [grid] * 2]
+    model = Sam3Model.from_pretrained(model_dir).eval()
+    assert len(model.mask_decoder.pixel_decoder.conv_layers) == 1
+    pixels = torch.zeros(1, 3, half.image_size, half.image_size)
+    ids = torch.tensor([[0, 1]])
+    with torch.no_grad():
+        out = model(pixel_values=pixels, input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert tuple(out.pred_masks.shape[-2:]) == (2 * grid, 2 * grid)
+    with Sam3Proposer(str(model_dir), score_threshold=0.0) as proposer:
+        found = proposer.propose(make_scene(0, size=112).image, ["red circle"])
+    assert found[0].masks and found[0].masks[0]["size"] == [112, 112]
+    # The default (SAM 3's) stays as before: 4x, 2x, 1x, 0.5x and masks at 4x the grid.
+    full = sam3_config(TINY, vocab_size=40, bos=0, eos=1)
+    assert full.vision_config.scale_factors == [4.0, 2.0, 1.0, 0.5]
+    with pytest.raises(ValueError, match="mask_scale must be 2 or 4, not 3"):
+        sam3_config(replace(TINY, mask_scale=3), vocab_size=40, bos=0, eos=1)
