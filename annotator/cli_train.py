@@ -216,7 +216,7 @@ def train_starter_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")] = Path(
         "annotator/starter/sam3-shapes"
     ),
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the whole model.")] = 4000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps of the whole model.")] = 5000,
     vision_steps: Annotated[
         int,
         typer.Option(

@@ -78,7 +78,7 @@ THRESHOLDS: tuple[float, ...] = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
 # Mask NMS IoUs (1: none).
 NMS_IOUS: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3)
 # Guided-filter refinement radii, in input pixels (0: none); the ridge stays at its default.
-REFINE_RADII: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
+REFINE_RADII: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 12.0)
 
 
 @dataclass(frozen=True)

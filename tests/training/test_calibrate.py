@@ -106,7 +106,7 @@ def test_fit_moves_the_threshold_with_the_exponent(tmp_path: Path) -> None:
 
 
 def test_fit_turns_the_mask_refinement_on_where_it_pays(tmp_path: Path) -> None:
-    """On the shipped starter (32 x 32 masks of flat-coloured shapes) the guided filter raises
+    """On the shipped starter (16 x 16 masks of flat-coloured shapes) the guided filter raises
     cgF1: the fit picks a radius, records it, and the proposer reading calibration.json
     measures what the fit said."""
     model_dir = tmp_path / "starter"
