@@ -434,8 +434,8 @@ class _LeanPlan:
     eos: torch.Tensor | None
     extra: dict[str, Any]
     cache_config: Any
-    # The forward's name for the KV cache, in and out: ``past_key_values``, or ``cache`` (the
-    # name from transformers 5.25 on, the old one deprecated).
+    # The forward's name for the KV cache, in and out: ``past_key_values``, or ``cache`` in
+    # newer transformers (5.25 here; the old name there only a deprecated alias).
     cache_argument: str = "past_key_values"
 
     def new_cache(self) -> Any:
