@@ -168,8 +168,11 @@ def sam3_config(size: ModelSize, *, vocab_size: int, bos: int, eos: int) -> Any:
     if size.mask_scale not in (2, 4):
         raise ValueError(f"mask_scale must be 2 or 4, not {size.mask_scale}")
     grid = size.image_size // size.patch
-    # FPN levels from mask_scale x the grid down to 0.5x; the detector uses all but the last.
-    scales = [float(size.mask_scale / 2**i) for i in range(size.mask_scale.bit_length() + 1)]
+    # FPN levels from mask_scale x the grid, halving down to 0.5x; the detector uses all but
+    # the last.
+    scales = [float(size.mask_scale)]
+    while scales[-1] > 0.5:
+        scales.append(scales[-1] / 2)
     common = {
         "hidden_size": size.hidden,
         "num_attention_heads": size.heads,
