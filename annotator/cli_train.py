@@ -114,8 +114,8 @@ def train_proposer(
             max=0.9,
             help="Share of the labelled images (at most 200) set aside, not trained on, to fit "
             "the operating point on (presence shift, class temperature, score exponent, mask "
-            "NMS, mask refinement -> calibration.json); fitted when at least "
-            f"{MIN_CALIBRATION_IMAGES} images are set aside. 0: none.",
+            "NMS, mask refinement, presence calibration -> calibration.json); fitted when at "
+            f"least {MIN_CALIBRATION_IMAGES} images are set aside. 0: none.",
         ),
     ] = 0.2,
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,10 @@ class Calibration:
     # input pixels (0: off) and ridge on colours in [0, 1].
     mask_refine_radius: float = 0.0
     mask_refine_eps: float = DEFAULT_REFINE_EPS
+    # The reported presence: sigmoid(presence_scale x presence logit + presence_bias), a
+    # probability that the phrase is present measured on calibration data (1, 0: the model's).
+    presence_scale: float = 1.0
+    presence_bias: float = 0.0
 
 
 def read_calibration(source: str) -> Calibration:
@@ -191,6 +196,8 @@ _BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
         f"in [0, {MAX_REFINE_RADIUS:g}]",
     ),
     "mask_refine_eps": (lambda v: v > 0, "positive"),
+    "presence_scale": (lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    "presence_bias": (math.isfinite, "finite"),
 }
 
 
@@ -208,7 +215,7 @@ def _check_post_processing(values: dict[str, Any]) -> None:
         value = values.get(label)
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{label} must be in [0, 1], got {value}")
-    for label in ("score_exponent", "nms_iou", "mask_refine_radius", "mask_refine_eps"):
+    for label in _BOUNDS:
         _check(label, values.get(label))
 
 
@@ -239,6 +246,11 @@ class Sam3Proposer(LazyModelBackend):
             ``calibration.json``, else off.
         mask_refine_eps: the guided filter's ridge (colours in [0, 1]): how much contrast an
             edge needs to be followed. ``None``: ``calibration.json``'s, else 1e-3.
+        presence_scale, presence_bias: the presence each :class:`PhraseProposals` reports is
+            ``sigmoid(presence_scale x presence logit + presence_bias)``: a probability that the
+            phrase is present, fitted on calibration data (what EV's absence question reads);
+            the scores keep the model's own presence. ``None``: ``calibration.json``'s, else
+            1 and 0 (the model's presence).
 
     Use as a context manager (loads on enter; the weights stay cached for the process)::
 
@@ -262,6 +274,8 @@ class Sam3Proposer(LazyModelBackend):
         nms_iou: float | None = None,
         mask_refine_radius: float | None = None,
         mask_refine_eps: float | None = None,
+        presence_scale: float | None = None,
+        presence_bias: float | None = None,
     ) -> None:
         settings = get_settings()
         if batch_size < 1:
@@ -274,6 +288,8 @@ class Sam3Proposer(LazyModelBackend):
                 "nms_iou": nms_iou,
                 "mask_refine_radius": mask_refine_radius,
                 "mask_refine_eps": mask_refine_eps,
+                "presence_scale": presence_scale,
+                "presence_bias": presence_bias,
             }
         )
         self.source = model or settings.proposer_model
@@ -287,10 +303,13 @@ class Sam3Proposer(LazyModelBackend):
         self.nms_iou = nms_iou
         self.mask_refine_radius = mask_refine_radius
         self.mask_refine_eps = mask_refine_eps
+        self.presence_scale = presence_scale
+        self.presence_bias = presence_bias
         self._exponent = 1.0
         self._nms_iou = 1.0
         self._refine_radius = 0.0
         self._refine_eps = DEFAULT_REFINE_EPS
+        self._presence_calibration = (1.0, 0.0)
         self._model: Sam3Model | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         # Each phrase's token ids and attention mask (rows of ``_tokenize``), kept: a job asks
@@ -360,6 +379,10 @@ class Sam3Proposer(LazyModelBackend):
         self._refine_eps = (
             self.mask_refine_eps if self.mask_refine_eps is not None else recorded.mask_refine_eps
         )
+        self._presence_calibration = (
+            self.presence_scale if self.presence_scale is not None else recorded.presence_scale,
+            self.presence_bias if self.presence_bias is not None else recorded.presence_bias,
+        )
 
     def keep_outputs(self, budget_bytes: int = 1 << 30) -> None:
         """From now on keep the detector's outputs of each image and phrase batch (up to
@@ -376,7 +399,8 @@ class Sam3Proposer(LazyModelBackend):
     def with_settings(self, **changes: Any) -> Sam3Proposer:
         """A proposer with other post-processing settings (``score_threshold``,
         ``mask_threshold``, ``max_instances``, ``score_exponent``, ``nms_iou``,
-        ``mask_refine_radius``, ``mask_refine_eps``; as the constructor takes them) that
+        ``mask_refine_radius``, ``mask_refine_eps``, ``presence_scale``, ``presence_bias``; as
+        the constructor takes them) that
         shares this one's loaded model, token rows and kept outputs."""
         unknown = sorted(set(changes) - set(_POST_PROCESSING))
         if unknown:
@@ -503,8 +527,11 @@ class Sam3Proposer(LazyModelBackend):
         ``outputs.pred_logits`` ``(B, Q)``, ``presence_logits`` ``(B, 1)``, ``pred_boxes``
         ``(B, Q, 4)`` normalised xyxy, ``pred_masks`` ``(B, Q, h, w)`` logits.
         """
-        presence = outputs.presence_logits.float().sigmoid().squeeze(-1)  # (B,)
+        presence_logits = outputs.presence_logits.float().squeeze(-1)  # (B,)
+        presence = presence_logits.sigmoid()
         scores = outputs.pred_logits.float().sigmoid() * presence[:, None]  # (B, Q)
+        a, b = self._presence_calibration
+        reported = presence if (a, b) == (1.0, 0.0) else (presence_logits * a + b).sigmoid()
         if self._exponent != 1.0:
             scores = scores.pow(self._exponent)
         scale = torch.tensor([width, height, width, height], device=scores.device)
@@ -545,7 +572,7 @@ class Sam3Proposer(LazyModelBackend):
                     masks=rles,
                     boxes=xywh.cpu().numpy().astype(np.float32).reshape(-1, 4),
                     scores=kept_scores.cpu().numpy().astype(np.float32),
-                    presence=float(presence[index]),
+                    presence=float(reported[index]),
                 )
             )
         return found
@@ -650,6 +677,8 @@ _POST_PROCESSING = (
     "nms_iou",
     "mask_refine_radius",
     "mask_refine_eps",
+    "presence_scale",
+    "presence_bias",
 )
 
 

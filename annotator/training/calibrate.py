@@ -23,7 +23,14 @@ calibration on scenes it was neither trained nor measured on (seeds from
   survive depends only on the ranking, which the other three keep;
 * a **mask refinement** radius ``radius``: the proposer refines each resized mask with a
   colour guided filter (:mod:`annotator.miners.refine`), which moves its edges to the image's
-  colour edges within reach; 0 is off.
+  colour edges within reach; 0 is off;
+* a **presence calibration** ``(a, b)``: the presence the proposer *reports* (what the ``scores``
+  verifier's EV reads as ``1 - P(absent)``) is ``sigmoid(a x presence logit + b)``, a logistic
+  (Platt) fit of "the phrase has instances" on the calibration pairs at the fitted shift. The
+  shift is chosen for cgF1 and can saturate the presence (+4 makes nearly every phrase look
+  present), so without it an absence threshold means something else for every retrained model;
+  with it ``1 - presence`` is a probability measured on data the model was not trained on. The
+  scores keep the uncalibrated presence (the cgF1 point is unchanged).
 
 :func:`fit_operating_point` runs the model once over the calibration scenes keeping every
 query, then picks ``(nms, delta, scale, tau)`` from a fixed grid that maximises cgF1 at the
@@ -67,6 +74,7 @@ __all__ = [
     "describe_point",
     "exponent_for",
     "fit_operating_point",
+    "fit_presence_calibration",
 ]
 
 # Calibration scenes: disjoint from training (0 ..) and held-out (1,000,000 ..) seeds.
@@ -94,6 +102,9 @@ class OperatingPoint:
     score_exponent: float = 1.0
     nms_iou: float = 1.0
     mask_refine_radius: float = 0.0
+    # The reported presence is sigmoid(presence_scale x logit + presence_bias) (1, 0: as is).
+    presence_scale: float = 1.0
+    presence_bias: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -105,15 +116,22 @@ class OperatingPoint:
 
 def describe_point(point: Mapping[str, float | int]) -> str:
     """``presence +0.5, class x1.25, score exponent 0.43, mask NMS at IoU 0.3, mask refinement
-    radius 8`` from an :meth:`OperatingPoint.as_dict` (a record without the refinement: off)."""
+    radius 8`` from an :meth:`OperatingPoint.as_dict` (a record without the refinement: off).
+    A presence calibration other than the identity adds ``, reported presence sigmoid(1.20 x
+    logit -3.40)``."""
     nms = float(point.get("nms_iou", 1.0))
     radius = float(point.get("mask_refine_radius", 0.0))
+    a = float(point.get("presence_scale", 1.0))
+    b = float(point.get("presence_bias", 0.0))
+    reported = (
+        "" if (a, b) == (1.0, 0.0) else f", reported presence sigmoid({a:.2f} x logit {b:+.2f})"
+    )
     return (
         f"presence {float(point['presence_shift']):+.1f}, class "
         f"x{float(point['class_scale']):.2f}, score exponent "
         f"{float(point.get('score_exponent', 1.0)):.2f}, mask NMS "
         f"{'off' if nms >= 1 else f'at IoU {nms:g}'}, mask refinement "
-        f"{'off' if radius <= 0 else f'radius {radius:g}'}"
+        f"{'off' if radius <= 0 else f'radius {radius:g}'}{reported}"
     )
 
 
@@ -252,6 +270,51 @@ def _best_point(
     return best
 
 
+def fit_presence_calibration(
+    logits: np.ndarray, present: np.ndarray, *, iterations: int = 100
+) -> tuple[float, float]:
+    """``(a, b)`` of the logistic fit ``P(present) = sigmoid(a x logit + b)`` (Newton steps) with
+    Platt's targets: ``(n+ + 1) / (n+ + 2)`` for a present pair and ``1 / (n- + 2)`` for an
+    absent one, so a logit that separates the pairs completely (a few calibration images, a
+    well trained head) gets a finite fit that stays short of certainty. ``a`` is never
+    negative: a logit that orders the pairs the wrong way carries no evidence, and the fit is
+    then the base rate (``a`` 0). With pairs of one kind only, nothing can be fitted: the
+    identity ``(1, 0)``."""
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    labels = np.asarray(present, dtype=bool).reshape(-1)
+    if len(x) != len(labels):
+        raise ValueError(f"{len(x)} logits but {len(labels)} labels")
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 1.0, 0.0
+    y = np.where(labels, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    theta = np.array([0.0, math.log((positives + 1) / (negatives + 1))])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(design @ theta, -30, 30)))
+        gradient = design.T @ (p - y)
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        # Halve a step that would not lower the loss (Newton from far out can overshoot).
+        loss = _cross_entropy(design @ theta, y)
+        scale = 1.0
+        while scale > 1e-6 and _cross_entropy(design @ (theta - scale * step), y) > loss + 1e-12:
+            scale /= 2
+        theta = theta - scale * step
+        if np.abs(scale * step).max() < 1e-10:
+            break
+    if theta[0] < 0:
+        rate = positives / len(labels)
+        return 0.0, math.log(rate / (1 - rate))
+    return float(theta[0]), float(theta[1])
+
+
+def _cross_entropy(z: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary cross-entropy of logits ``z`` against soft targets ``y``."""
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
 def fit_operating_point(
     model_dir: Path,
     scenes: Sequence[Scene | GroundTruthImage],
@@ -270,13 +333,14 @@ def fit_operating_point(
     (:class:`_Table`), the same figure :func:`annotator.metrics.cgf1` gives. Then the mask
     refinement: each radius of ``refine_radii`` measured at that point, the best one (strictly
     better than none; ties to the smaller) kept, and ``(delta, scale, threshold)`` fitted
-    again on its masks."""
+    again on its masks. Last, the presence calibration at the chosen shift
+    (:func:`fit_presence_calibration` on every pair: has it instances?)."""
     from annotator.miners.sam3 import Sam3Proposer
 
     items = [GroundTruthImage.of_scene(s) for s in scenes]
     with Sam3Proposer(
         str(model_dir), device=device, score_threshold=0.0, score_exponent=1.0, nms_iou=1.0,
-        mask_refine_radius=0.0,
+        mask_refine_radius=0.0, presence_scale=1.0, presence_bias=0.0,
     ) as proposer:  # fmt: skip
         # The network runs once over the items; the refined pass below reuses its outputs.
         proposer.keep_outputs()
@@ -297,6 +361,11 @@ def fit_operating_point(
             refined = _Table([_suppressed(p, nms) for p in refined_pairs])
             best = _best_point(refined, (refined.score(*best[1:]), *best[1:]), deltas, scales,
                                thresholds)  # fmt: skip
+    # The presence does not depend on NMS or refinement: every pair of the first run.
+    shifted = np.array([p.presence_logit for p in pairs], dtype=np.float64) + best[1]
+    presence_scale, presence_bias = fit_presence_calibration(
+        shifted, np.array([bool(p.gt) for p in pairs])
+    )
     return OperatingPoint(
         presence_shift=best[1],
         class_scale=best[2],
@@ -306,6 +375,8 @@ def fit_operating_point(
         score_exponent=exponent_for(best[3]),
         nms_iou=nms,
         mask_refine_radius=radius,
+        presence_scale=presence_scale,
+        presence_bias=presence_bias,
     )
 
 

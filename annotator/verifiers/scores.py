@@ -8,9 +8,11 @@ exactly as good as the proposer's calibration:
   (SAM 3: ``sigmoid(logit) * sigmoid(presence)``). Needs
   :class:`~annotator.verifiers.calibrated.FeaturedMaskQuery`.
 * **EV, absence question** (no mask shown: is the phrase absent?): ``p_accept`` =
-  ``1 - presence``, the proposer's probability that the phrase is not in the image; when the
-  proposer kept no instance at all (so no presence was recorded), ``1 - score_floor``: every
-  instance scored below the floor the proposer keeps.
+  ``1 - presence``, the proposer's probability that the phrase is not in the image (a
+  calibrated one where the model directory records a presence calibration:
+  :mod:`annotator.training.calibrate`); when the proposer kept no instance at all (so no
+  presence was recorded), ``1 - score_floor``: every instance scored below the floor the
+  proposer keeps.
 * **EV, exhaustivity question** (masks shown: do they cover every instance?): ``p_accept`` =
   ``1 -`` the best score among the pair's proposals that are *not* shown, i.e. how unlikely the
   strongest left-out candidate is to be a missed instance.

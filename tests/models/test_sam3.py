@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -350,6 +351,28 @@ def test_score_exponent_from_calibration_json(
         np.testing.assert_allclose(exp.scores, np.sqrt(raw.scores), rtol=1e-5)
 
 
+def test_presence_calibration_from_calibration_json(
+    tiny_sam3_dir: Path, tmp_path: Path, scene: Image.Image
+) -> None:
+    """calibration.json's presence calibration sets the presence each phrase reports
+    (``sigmoid(a x logit + b)`` of the model's presence); the scores, masks and boxes stay the
+    model's, and explicit arguments win."""
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(tiny_sam3_dir, calibrated)
+    (calibrated / "calibration.json").write_text('{"presence_scale": 2.0, "presence_bias": -1.5}')
+    with Sam3Proposer(str(calibrated), device="cpu", score_threshold=0.0) as loaded:
+        found = loaded.propose(scene, PHRASES[:3])
+        plain = loaded.with_settings(presence_scale=1.0, presence_bias=0.0).propose(
+            scene, PHRASES[:3]
+        )
+    for reported, model in zip(found, plain, strict=True):
+        assert reported.masks == model.masks and len(model.masks) > 0
+        np.testing.assert_array_equal(reported.scores, model.scores)
+        logit = math.log(model.presence / (1 - model.presence))
+        assert reported.presence == pytest.approx(1 / (1 + math.exp(-(2.0 * logit - 1.5))))
+        assert reported.presence != pytest.approx(model.presence)
+
+
 def test_mask_nms_drops_overlapping_masks(
     tiny_sam3_dir: Path, tmp_path: Path, scene: Image.Image
 ) -> None:
@@ -391,6 +414,8 @@ def test_bad_nms_iou_is_refused() -> None:
         ('{"score_exponent": -1}', "must be positive"),
         ('{"score_exponent": "x"}', "number"),
         ('{"nms_iou": 2}', r"nms_iou must be in \(0, 1\]"),
+        ('{"presence_scale": -1}', "presence_scale must be a finite number >= 0"),
+        ('{"presence_bias": Infinity}', "presence_bias must be finite"),
         ("[1]", "not a calibration record"),
         ("{", "not a calibration record"),
     ],

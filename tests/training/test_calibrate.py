@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from annotator.training.calibrate import (
     describe_point,
     exponent_for,
     fit_operating_point,
+    fit_presence_calibration,
 )
 from annotator.training.checkpoint import ModelSize, new_model_dir
 from annotator.training.data import batches, synthetic_examples
@@ -78,6 +80,18 @@ def test_fit_picks_the_best_grid_point_and_never_loses(tmp_path: Path) -> None:
     with Sam3Proposer(str(model_dir)) as proposer:
         measured = evaluate_scenes(proposer, scenes)
     assert measured.cgf1 == pytest.approx(point.cgf1_after, abs=0.5)
+    # The presence calibration is the logistic fit of "has instances" on every pair's presence
+    # logit at the chosen shift, which the applied model reports as is.
+    with Sam3Proposer(str(model_dir), score_threshold=0.0, presence_scale=1.0,
+                      presence_bias=0.0) as proposer:  # fmt: skip
+        logits, present = [], []
+        for scene in scenes:
+            phrases = [*scene.positives, *scene.negatives]
+            for phrase, found in zip(phrases, proposer.propose(scene.image, phrases), strict=True):
+                logits.append(math.log(found.presence / (1 - found.presence)))
+                present.append(bool(scene.masks_of(phrase)))
+    refit = fit_presence_calibration(np.array(logits), np.array(present))
+    assert (point.presence_scale, point.presence_bias) == pytest.approx(refit, abs=1e-3)
 
 
 def test_fit_moves_the_threshold_with_the_exponent(tmp_path: Path) -> None:
@@ -122,7 +136,45 @@ def test_fit_turns_the_mask_refinement_on_where_it_pays(tmp_path: Path) -> None:
         assert proposer._refine_radius == 4.0
         measured = evaluate_scenes(proposer, scenes)
     assert measured.cgf1 == pytest.approx(point.cgf1_after, abs=0.5)
-    assert describe_point(point.as_dict()).endswith("mask NMS off, mask refinement radius 4")
+    assert "mask NMS off, mask refinement radius 4" in describe_point(point.as_dict())
+
+
+def test_presence_calibration_recovers_a_logistic_relation() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(2.0, 3.0, 20_000)
+    present = rng.random(20_000) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))
+    a, b = fit_presence_calibration(logits, present)
+    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-1.0, abs=0.06)
+    # Pairs the logit separates completely: a finite fit, short of certainty.
+    separated = fit_presence_calibration(np.array([-3.0, -2.0, 2.0, 3.0]), np.array([0, 0, 1, 1]))
+    assert 0.0 < separated[0] < 10.0
+    certain = 1 / (1 + math.exp(-(separated[0] * 3.0 + separated[1])))
+    assert 0.7 < certain < 0.99
+    # A shifted and saturated presence (what a cgF1 shift of +4 does) maps back to the same
+    # probabilities: the calibration undoes any shift of the logit.
+    a4, b4 = fit_presence_calibration(logits + 4.0, present)
+    assert a4 == pytest.approx(a, abs=1e-6) and b4 == pytest.approx(b - 4.0 * a, abs=1e-5)
+
+
+def test_presence_calibration_without_evidence() -> None:
+    # Pairs of one kind only: nothing to fit, the model's presence as is.
+    assert fit_presence_calibration(np.array([1.0, 2.0]), np.array([True, True])) == (1.0, 0.0)
+    # A logit that orders the pairs the wrong way: the base rate (3 of 4 present).
+    a, b = fit_presence_calibration(
+        np.array([-2.0, -1.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0]),
+        np.array([True, True, True, True, True, True, False, False]),
+    )
+    assert a == 0.0 and b == pytest.approx(math.log(3.0))
+    with pytest.raises(ValueError, match="3 logits but 2 labels"):
+        fit_presence_calibration(np.zeros(3), np.zeros(2))
+
+
+def test_describe_point_names_a_presence_calibration() -> None:
+    point = {"presence_shift": 4.0, "class_scale": 1.25, "score_exponent": 0.431,
+             "nms_iou": 0.3, "presence_scale": 0.8123, "presence_bias": -3.4}  # fmt: skip
+    assert describe_point(point).endswith(
+        "mask refinement off, reported presence sigmoid(0.81 x logit -3.40)"
+    )
 
 
 def test_describe_point_reads_older_records() -> None:
