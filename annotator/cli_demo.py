@@ -161,6 +161,7 @@ def _summary(results: list[RoundResult]) -> Table:
         [f"{r.paper_s_with / 3600:.2f} h" for r in results],
     )
     row("MV auto-accept threshold", [_threshold_text(r.threshold_source) for r in results])
+    row("EV auto-negative threshold", [_absence_text(r.threshold_source) for r in results])
     return table
 
 
@@ -171,3 +172,12 @@ def _threshold_text(source: str) -> str:
     if "MV auto-accept off" in source and "MV auto-accept off" not in head:
         head += ": MV auto-accept off"
     return head
+
+
+def _absence_text(source: str) -> str:
+    """The EV absence clause of a routing ``threshold_source`` for the summary table (how the
+    threshold for declaring a hard negative absent was chosen), or ``-`` when it has none."""
+    for clause in source.split("; "):
+        if clause.startswith("EV absence: "):
+            return clause.removeprefix("EV absence: ").split(" (EV ")[0]
+    return "-"

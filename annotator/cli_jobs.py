@@ -212,8 +212,19 @@ def mine(
     ] = None,
     target_precision: Annotated[
         float | None,
-        typer.Option(help="Fit the MV thresholds on reviewed masks for this precision."),
+        typer.Option(
+            help="Fit the MV thresholds on reviewed masks, and EV's absence threshold on "
+            "reviewed pairs, for this precision."
+        ),
     ] = None,
+    auto_negative_named: Annotated[
+        bool,
+        typer.Option(
+            "--auto-negative-named/--no-auto-negative-named",
+            help="Let EV declare absent, without a person, a phrase named for the image "
+            "(caption, alt-text), not only a hard negative. Off: such pairs go to a person.",
+        ),
+    ] = False,
     hard_negatives: Annotated[
         bool, typer.Option("--hard-negatives/--no-hard-negatives", help="Mine hard negatives.")
     ] = True,
@@ -258,6 +269,7 @@ def mine(
         "verifier": verifier, "verifier_model": verifier_model,
         "device": device, "accept_above": accept_above, "reject_below": reject_below,
         "target_precision": target_precision, "hard_negatives": hard_negatives,
+        "auto_negative_named": auto_negative_named,
         "max_concepts": max_concepts, "images": selection,
     }  # fmt: skip
     for backend, values in opts.items():

@@ -16,20 +16,31 @@ any uncertain                           review
 some accepted, EV >= ev_accept_above    positive, exhaustive; accepted masks -> annotations
 some accepted, EV <= ev_reject_below    review (or positive, not exhaustive, when
                                         ``review_non_exhaustive`` is off)
-none accepted, EV >= ev_accept_above    negative (verified absent)
+none accepted, EV >= ev_absent_above    negative (verified absent) where
+                                        ``auto_negative_named``; else review
 none accepted, EV says "ungroundable"   ungroundable
   with EV <= ev_reject_below
 anything else                           review
 =====================================  ===============================================
 
 A hard-negative pair never gets automatic masks: it is a negative when EV confirms absence and a
-review otherwise. :func:`fit_accept_threshold` / :func:`fit_reject_threshold` choose thresholds
-on reviewed proposals for a target precision.
+review otherwise. The absence rule has its own threshold, ``ev_absent_above`` (default
+``ev_accept_above``), and ``auto_negative`` false turns it off (every pair EV would declare
+absent goes to a person). A *named* pair (its phrase came from the image's caption or alt-text,
+a person or an import: every origin but ``hard_negative``) is declared absent without a person
+only with ``auto_negative_named``: off by default, since a named phrase EV calls absent is most
+often one the proposer missed, and where EV reads the proposer's own scores a negative label
+would teach the next proposer its own miss.
+
+:func:`fit_accept_threshold` / :func:`fit_reject_threshold` choose thresholds on reviewed
+proposals for a target precision (:func:`fitted_thresholds`), and :func:`fitted_absence` the
+absence threshold on reviewed pairs.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -44,6 +55,7 @@ __all__ = [
     "ev_question",
     "fit_accept_threshold",
     "fit_reject_threshold",
+    "fitted_absence",
     "fitted_thresholds",
     "mask_decision",
     "route_pair",
@@ -76,7 +88,10 @@ class Thresholds:
 
     ``auto_accept`` false: MV accepts no mask, whatever its score (a mask above
     ``reject_below`` is uncertain): what a target precision that no threshold is shown to
-    reach asks for. EV keeps its thresholds."""
+    reach asks for. EV keeps its thresholds. ``ev_absent_above``: the EV threshold of the
+    absence question (default ``ev_accept_above``); ``auto_negative`` false: EV declares no
+    pair absent (such pairs go to a person); ``auto_negative_named`` false: only hard
+    negatives are declared absent without a person (see the module docstring)."""
 
     accept_above: float = 0.9
     reject_below: float = 0.1
@@ -84,6 +99,9 @@ class Thresholds:
     ev_reject_below: float | None = None
     review_non_exhaustive: bool = True
     auto_accept: bool = True
+    ev_absent_above: float | None = None
+    auto_negative: bool = True
+    auto_negative_named: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject_below < self.accept_above <= 1.0:
@@ -96,6 +114,11 @@ class Thresholds:
                 f"need 0 <= ev_reject_below < ev_accept_above <= 1, got {self.ev_low} and "
                 f"{self.ev_high}"
             )
+        if not self.ev_low < self.ev_absent <= 1.0:
+            raise ValueError(
+                f"need ev_reject_below < ev_absent_above <= 1, got {self.ev_low} and "
+                f"{self.ev_absent}"
+            )
 
     @property
     def ev_high(self) -> float:
@@ -104,6 +127,19 @@ class Thresholds:
     @property
     def ev_low(self) -> float:
         return self.reject_below if self.ev_reject_below is None else self.ev_reject_below
+
+    @property
+    def ev_absent(self) -> float:
+        return self.ev_high if self.ev_absent_above is None else self.ev_absent_above
+
+    def absent_rule(self, ev: float) -> tuple[bool, str]:
+        """Whether EV's absence score ``ev`` declares the phrase absent, and the rule in words."""
+        name = "ev_accept_above" if self.ev_absent_above is None else "ev_absent_above"
+        if not self.auto_negative:
+            return False, f"EV absent p={_f(ev)}, EV auto-negative off"
+        if ev >= self.ev_absent:
+            return True, f"EV absent p={_f(ev)} >= {name} {_f(self.ev_absent)}"
+        return False, f"EV absent p={_f(ev)} < {name} {_f(self.ev_absent)}"
 
 
 @dataclass(frozen=True)
@@ -171,14 +207,12 @@ def route_pair(scores: PairScores, t: Thresholds) -> PairDecision:
         return PairDecision(scores.pair_id, outcome, exhaustive, keep, decisions, reason)
 
     if scores.hard_negative:
-        if ev is not None and ev >= t.ev_high:
-            return decide(
-                PairOutcome.NEGATIVE,
-                f"hard negative: EV absent p={_f(ev)} >= ev_accept_above {_f(t.ev_high)}",
-                True,
-            )
-        shown = "no EV score" if ev is None else f"EV absent p={_f(ev)} < {_f(t.ev_high)}"
-        return decide(PairOutcome.REVIEW, f"hard negative not confirmed absent: {shown}")
+        if ev is None:
+            return decide(PairOutcome.REVIEW, "hard negative not confirmed absent: no EV score")
+        absent, rule = t.absent_rule(ev)
+        if absent:
+            return decide(PairOutcome.NEGATIVE, f"hard negative: {rule}", True)
+        return decide(PairOutcome.REVIEW, f"hard negative not confirmed absent: {rule}")
 
     if uncertain:
         scores_text = ", ".join(_f(m.p_accept) for m in uncertain[:5])
@@ -214,20 +248,21 @@ def route_pair(scores: PairScores, t: Thresholds) -> PairDecision:
         )
 
     head = f"all {n} masks MV p <= reject_below {_f(t.reject_below)}" if n else "no masks proposed"
-    if ev >= t.ev_high:
+    absent, rule = t.absent_rule(ev)
+    if absent and not t.auto_negative_named:
         return decide(
-            PairOutcome.NEGATIVE,
-            f"{head}; EV absent p={_f(ev)} >= ev_accept_above {_f(t.ev_high)}",
-            True,
+            PairOutcome.REVIEW,
+            f"{head}; {rule}, but the phrase was named for this image: a person decides "
+            "(auto_negative_named off)",
         )
+    if absent:
+        return decide(PairOutcome.NEGATIVE, f"{head}; {rule}", True)
     if ev <= t.ev_low and scores.ev_label == "ungroundable":
         return decide(
             PairOutcome.UNGROUNDABLE,
             f"{head}; EV answered ungroundable (absent p={_f(ev)} <= {_f(t.ev_low)})",
         )
-    return decide(
-        PairOutcome.REVIEW, f"{head}; EV absent p={_f(ev)} < ev_accept_above {_f(t.ev_high)}"
-    )
+    return decide(PairOutcome.REVIEW, f"{head}; {rule}")
 
 
 # ---------------------------------------------------------------------------- fitted thresholds
@@ -324,3 +359,34 @@ def fitted_thresholds(
         default, accept_above=accept_above, reject_below=reject_below, auto_accept=hi is not None
     )
     return fitted, note
+
+
+def fitted_absence(
+    scores: Sequence[float],
+    absent: Sequence[bool],
+    target_precision: float,
+    *,
+    default: Thresholds,
+    min_support: int = 20,
+) -> tuple[Thresholds, str]:
+    """The EV absence threshold for ``target_precision``, fitted on reviewed pairs EV asked the
+    absence question (``scores``: its absent p; ``absent``: what the person found), with a note
+    saying how: the lowest threshold whose pairs at or above it were absent at the target rate
+    over at least ``min_support`` pairs (:func:`fit_accept_threshold`). With fewer than
+    ``min_support`` such pairs the configured threshold stays; with enough and none reaching
+    the target, EV auto-negative is off (``auto_negative`` false: those pairs go to a person).
+    The fitted threshold is kept above ``ev_reject_below``."""
+    n = len(scores)
+    head = f"EV absence: target precision {target_precision:.3f} on {n} reviewed pairs: "
+    if n < min_support:
+        return default, (
+            f"{head}fewer than {min_support}, absent threshold {default.ev_absent:.3f} as "
+            "configured"
+        )
+    found = fit_accept_threshold(scores, absent, target_precision, min_support)
+    if found is None:
+        off = replace(default, auto_negative=False)
+        return off, f"{head}no threshold reaches it: EV auto-negative off"
+    threshold = max(found, math.nextafter(default.ev_low, 1.0))
+    fitted = replace(default, ev_absent_above=threshold, auto_negative=True)
+    return fitted, f"{head}ev_absent_above fitted {threshold:.3f}"

@@ -14,12 +14,15 @@ from annotator.routing import (
     ev_question,
     fit_accept_threshold,
     fit_reject_threshold,
+    fitted_absence,
     fitted_thresholds,
     mask_decision,
     route_pair,
 )
 
 T = Thresholds(accept_above=0.8, reject_below=0.2)
+# The same, with EV free to declare a named phrase (not a hard negative) absent.
+NAMED = Thresholds(accept_above=0.8, reject_below=0.2, auto_negative_named=True)
 
 
 def pair(*mv: float, ev: float | None, label: str = "", hard_negative: bool = False) -> PairScores:
@@ -70,7 +73,7 @@ def test_route_pair(
     accepted: tuple[int, ...],
     reason: str,
 ) -> None:
-    decision = route_pair(scores, T)
+    decision = route_pair(scores, NAMED)
     assert decision.outcome == outcome
     assert decision.is_exhaustive is exhaustive
     assert decision.accepted == accepted
@@ -103,9 +106,71 @@ def test_with_auto_accept_off_mv_accepts_no_mask() -> None:
     assert decision.reason == (
         "2 of 2 masks uncertain: MV p > reject_below 0.200 (MV auto-accept off): 1.000, 0.900"
     )
-    negative = route_pair(pair(0.1, ev=0.9), off)
+    negative = route_pair(pair(0.1, ev=0.9, hard_negative=True), off)
     assert negative.outcome == PairOutcome.NEGATIVE and negative.is_exhaustive is True
     assert ev_question([1.0], off, hard_negative=False) == EvQuestion.ABSENCE
+
+
+def test_a_named_phrase_is_declared_absent_only_when_allowed() -> None:
+    """By default EV declares absent only hard negatives: a phrase the image's text named that
+    EV calls absent goes to a person, with the rule and why in the reason."""
+    named = route_pair(pair(0.1, ev=0.95), T)
+    assert named.outcome == PairOutcome.REVIEW and named.is_exhaustive is None
+    assert named.reason == (
+        "all 1 masks MV p <= reject_below 0.200; EV absent p=0.950 >= ev_accept_above 0.800, "
+        "but the phrase was named for this image: a person decides (auto_negative_named off)"
+    )
+    assert route_pair(pair(ev=0.95), NAMED).outcome == PairOutcome.NEGATIVE
+    assert route_pair(pair(0.1, ev=0.95, hard_negative=True), T).outcome == PairOutcome.NEGATIVE
+    # Ungroundable is not a negative: unchanged.
+    assert route_pair(pair(ev=0.1, label="ungroundable"), T).outcome == PairOutcome.UNGROUNDABLE
+
+
+def test_the_absence_threshold_and_auto_negative_off() -> None:
+    fitted = Thresholds(accept_above=0.8, reject_below=0.2, ev_absent_above=0.97)
+    # The exhaustivity question keeps ev_accept_above; absence reads ev_absent_above.
+    assert route_pair(pair(0.9, ev=0.85), fitted).outcome == PairOutcome.POSITIVE
+    below = route_pair(pair(ev=0.95, hard_negative=True), fitted)
+    assert below.outcome == PairOutcome.REVIEW
+    assert below.reason == (
+        "hard negative not confirmed absent: EV absent p=0.950 < ev_absent_above 0.970"
+    )
+    above = route_pair(pair(ev=0.97, hard_negative=True), fitted)
+    assert above.outcome == PairOutcome.NEGATIVE
+    assert above.reason == "hard negative: EV absent p=0.970 >= ev_absent_above 0.970"
+    off = Thresholds(accept_above=0.8, reject_below=0.2, auto_negative=False)
+    none = route_pair(pair(ev=1.0, hard_negative=True), off)
+    assert none.outcome == PairOutcome.REVIEW
+    assert (
+        none.reason == "hard negative not confirmed absent: EV absent p=1.000, EV auto-negative off"
+    )
+    with pytest.raises(ValueError, match="ev_absent_above"):
+        Thresholds(accept_above=0.8, reject_below=0.2, ev_absent_above=0.2)
+
+
+def test_fitted_absence_for_a_target_precision() -> None:
+    # 30 reviewed pairs: the 22 highest EV scores absent but one, then absent, present, ...
+    scores = [1.0 - i / 100 for i in range(30)]
+    absent = [i != 5 for i in range(22)] + [i % 2 == 0 for i in range(8)]
+    fitted, note = fitted_absence(scores, absent, 0.95, default=T)
+    assert fitted.auto_negative and fitted.ev_absent_above == pytest.approx(0.78)
+    kept = [a for s, a in zip(scores, absent, strict=True) if s >= fitted.ev_absent]
+    assert sum(kept) / len(kept) >= 0.95 and len(kept) >= 20
+    assert note == (
+        "EV absence: target precision 0.950 on 30 reviewed pairs: ev_absent_above fitted 0.780"
+    )
+    # The MV and exhaustivity thresholds are untouched.
+    assert (fitted.accept_above, fitted.reject_below, fitted.ev_high) == (0.8, 0.2, 0.8)
+    # Enough pairs, none reaching the target: auto-negative off.
+    off, note = fitted_absence(scores, [i % 2 == 0 for i in range(30)], 0.95, default=T)
+    assert off.auto_negative is False and note.endswith(
+        "no threshold reaches it: EV auto-negative off"
+    )
+    # Too few: the configured threshold, said so.
+    few, note = fitted_absence(scores[:5], absent[:5], 0.95, default=T)
+    assert few == T and note.endswith(
+        "on 5 reviewed pairs: fewer than 20, absent threshold 0.800 as configured"
+    )
 
 
 def test_ev_question_matches_what_routing_reads() -> None:

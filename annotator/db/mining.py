@@ -55,6 +55,7 @@ from annotator.db.models import (
     Review,
     ReviewAction,
     ReviewTask,
+    ReviewTaskStatus,
     Verification,
     VerificationKind,
     utcnow,
@@ -1258,6 +1259,69 @@ def reviewed_mask_scores(session: Session, mv_version: str) -> tuple[list[float]
         scores.append(float(p))
         labels.append(bool(ok))
     return scores, labels
+
+
+@dataclass(frozen=True)
+class ReviewedEv:
+    """An EV verdict on a pair a person then decided: EV's ``p_accept``, the job that asked it
+    (its routing config says which question EV was asked), whether the pair is a hard negative,
+    the best MV score among the pair's proposals in that job (``None``: none), and what the
+    person found (``absent``)."""
+
+    p_accept: float
+    job_id: int
+    job_config: dict[str, Any]
+    hard_negative: bool
+    best_mv: float | None
+    absent: bool
+
+
+def reviewed_ev(session: Session, ev_version: str) -> list[ReviewedEv]:
+    """The EV verdicts of ``ev_version`` on every pair a person decided (a done review task;
+    the pair now positive or negative), with what routing needs to tell which question EV was
+    asked (:func:`annotator.routing.ev_question`)."""
+    rows = session.execute(
+        select(Verification.pair_id, Verification.job_id, Verification.p_accept, Pair.origin,
+               Pair.state)
+        .join(Pair, Pair.id == Verification.pair_id)
+        .where(
+            Verification.kind == VerificationKind.EV,
+            Verification.model_version == ev_version,
+            Verification.job_id.is_not(None),
+            Pair.state.in_((PairState.POSITIVE, PairState.NEGATIVE)),
+            exists().where(
+                ReviewTask.pair_id == Pair.id, ReviewTask.status == ReviewTaskStatus.DONE
+            ),
+        )
+    ).all()  # fmt: skip
+    if not rows:
+        return []
+    job_ids = sorted({int(r.job_id) for r in rows})
+    configs: dict[int, dict[str, Any]] = {
+        int(job_id): config
+        for job_id, config in session.execute(select(Job.id, Job.config).where(Job.id.in_(job_ids)))
+    }
+    best: dict[tuple[int, int], float] = {}
+    pair_ids = sorted({int(r.pair_id) for r in rows})
+    for chunk in chunks(pair_ids, 1000):
+        for pair_id, job_id, p in session.execute(
+            select(Verification.pair_id, Verification.job_id, func.max(Verification.p_accept))
+            .where(Verification.kind == VerificationKind.MV, Verification.pair_id.in_(chunk))
+            .group_by(Verification.pair_id, Verification.job_id)
+        ):
+            if job_id is not None:
+                best[(int(pair_id), int(job_id))] = float(p)
+    return [
+        ReviewedEv(
+            p_accept=float(r.p_accept),
+            job_id=int(r.job_id),
+            job_config=configs.get(r.job_id) or {},
+            hard_negative=r.origin == PairOrigin.HARD_NEGATIVE,
+            best_mv=best.get((int(r.pair_id), int(r.job_id))),
+            absent=r.state == PairState.NEGATIVE,
+        )
+        for r in rows
+    ]
 
 
 # ------------------------------------------------------------------------------------- routing

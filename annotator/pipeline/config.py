@@ -46,7 +46,11 @@ class RoutingConfig(BaseModel):
     MV thresholds). With ``target_precision`` the MV thresholds are fitted on reviewed proposals
     when the job is created (see ``annotator.services.jobs``); ``threshold_source`` records how.
     ``auto_accept`` false: MV accepts no mask (set when no threshold is shown to reach the
-    target precision).
+    target precision). ``ev_absent_above``: EV's threshold for declaring a phrase absent
+    (default ``ev_accept_above``); with ``target_precision`` it is fitted on reviewed pairs
+    too, and ``auto_negative`` false (no threshold reaches the target) sends every pair EV
+    would declare absent to a person. ``auto_negative_named`` false (the default): only
+    hard-negative pairs are declared absent without a person.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -60,6 +64,11 @@ class RoutingConfig(BaseModel):
     # missing instances). False: it becomes a positive with is_exhaustive = false.
     review_non_exhaustive: bool = True
     auto_accept: bool = True
+    ev_absent_above: float | None = Field(default=None, ge=0.0, le=1.0)
+    auto_negative: bool = True
+    # EV may declare absent a phrase named for the image (caption, alt-text, manual, import), not
+    # only a hard-negative candidate (annotator.routing).
+    auto_negative_named: bool = False
     threshold_source: str = "configured"
 
     @model_validator(mode="after")
@@ -71,6 +80,8 @@ class RoutingConfig(BaseModel):
             )
         if self.ev_high <= self.ev_low:
             raise ValueError("ev_reject_below must be below ev_accept_above")
+        if self.ev_absent_above is not None and self.ev_absent_above <= self.ev_low:
+            raise ValueError("ev_reject_below must be below ev_absent_above")
         return self
 
     @property
@@ -90,6 +101,9 @@ class RoutingConfig(BaseModel):
             ev_reject_below=self.ev_reject_below,
             review_non_exhaustive=self.review_non_exhaustive,
             auto_accept=self.auto_accept,
+            ev_absent_above=self.ev_absent_above,
+            auto_negative=self.auto_negative,
+            auto_negative_named=self.auto_negative_named,
         )
 
 

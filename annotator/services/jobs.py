@@ -33,7 +33,7 @@ from annotator.db.models import Job, JobItemStatus, JobKind, JobStatus
 from annotator.errors import ConflictError, InvalidInputError
 from annotator.pipeline.config import MiningConfig, RoutingConfig
 from annotator.pipeline.stages import STAGES, job_config
-from annotator.routing import fitted_thresholds
+from annotator.routing import fitted_absence, fitted_thresholds
 
 __all__ = [
     "JobProgress",
@@ -76,12 +76,77 @@ def fit_routing(session: Session, config: MiningConfig) -> MiningConfig:
     verifier's own fit when it was fitted for that precision, else fitted on the reviewed
     proposals this verifier scored. When neither shows an accept threshold that reaches the
     target, MV auto-accept is off (``routing.auto_accept``: a person sees every mask MV does not
-    reject); the reject threshold keeps its default. The result says how in
-    ``routing.threshold_source``."""
+    reject); the reject threshold keeps its default. Then EV's absence threshold for the same
+    target, fitted on the reviewed pairs this EV asked the absence question
+    (:func:`fit_absence`). The result says how in ``routing.threshold_source``."""
+    if config.routing.target_precision is None:
+        return config
+    return fit_absence(session, _fit_mv(session, config))
+
+
+def _ev_absence_answers(
+    session: Session, ev_version: str, *, named: bool
+) -> tuple[list[float], list[bool]]:
+    """EV's absent p and what the person found, for every reviewed pair ``ev_version`` was
+    asked the absence question (the question its job's routing gave it); hard negatives only
+    unless ``named`` (the pairs routing may declare absent)."""
+    from annotator.pipeline.config import RoutingConfig
+    from annotator.routing import EvQuestion, ev_question
+
+    thresholds: dict[int, Any] = {}
+    scores: list[float] = []
+    absent: list[bool] = []
+    for answer in mining.reviewed_ev(session, ev_version):
+        key = answer.job_id
+        routing = answer.job_config.get("routing") or {}
+        if key not in thresholds:
+            try:
+                thresholds[key] = RoutingConfig.model_validate(routing).thresholds()
+            except ValueError:
+                thresholds[key] = None  # a job config from another version: not counted
+        t = thresholds[key]
+        if t is None:
+            continue
+        if not (named or answer.hard_negative):
+            continue
+        shown = [] if answer.best_mv is None else [answer.best_mv]
+        if ev_question(shown, t, hard_negative=answer.hard_negative) == EvQuestion.ABSENCE:
+            scores.append(answer.p_accept)
+            absent.append(answer.absent)
+    return scores, absent
+
+
+def fit_absence(session: Session, config: MiningConfig) -> MiningConfig:
+    """``routing.ev_absent_above`` for ``routing.target_precision``, fitted on the reviewed
+    pairs this EV version asked the absence question, of the kinds routing may declare absent
+    (hard negatives; every pair with ``routing.auto_negative_named``;
+    :func:`annotator.routing.fitted_absence`):
+    with too few of them the configured threshold stays; with enough and none reaching the
+    target, EV auto-negative is off. The note is added to ``routing.threshold_source``."""
     routing = config.routing
     target = routing.target_precision
     if target is None:
         return config
+    from annotator.pipeline.backends import get_backends
+
+    version = get_backends(config).model_version("ev")
+    scores, absent = _ev_absence_answers(session, version, named=routing.auto_negative_named)
+    fitted, note = fitted_absence(scores, absent, target, default=routing.thresholds())
+    updated = routing.model_copy(
+        update={
+            "ev_absent_above": fitted.ev_absent_above,
+            "auto_negative": fitted.auto_negative,
+            "threshold_source": f"{routing.threshold_source}; {note} (EV {version})",
+        }
+    )
+    return config.model_copy(update={"routing": updated})
+
+
+def _fit_mv(session: Session, config: MiningConfig) -> MiningConfig:
+    """The MV half of :func:`fit_routing`."""
+    routing = config.routing
+    target = routing.target_precision
+    assert target is not None
     why = ""
     if config.verifier.name == "calibrated" and config.verifier.model:
         from annotator.verifiers.calibrated import CalibratedVerifier

@@ -185,7 +185,7 @@ def test_demo_scenes_are_none_the_starter_is_trained_measured_or_calibrated_on()
 
 
 def test_the_summary_states_the_threshold_source_in_a_clause() -> None:
-    from annotator.cli_demo import _threshold_text
+    from annotator.cli_demo import _absence_text, _threshold_text
 
     off = (
         "calibrated verifier: target precision 0.950 not reached on 34 held-out reviews; target "
@@ -198,4 +198,13 @@ def test_the_summary_states_the_threshold_source_in_a_clause() -> None:
     )
     fitted = "calibrated verifier: precision 1.000 (target 0.950) on 178 held-out reviews"
     assert _threshold_text(fitted) == fitted
+    absence = (
+        "EV absence: target precision 0.950 on 525 reviewed pairs: ev_absent_above fitted 0.454 "
+        "(EV proposer-scores@1)"
+    )
+    assert _threshold_text(f"{fitted}; {absence}") == fitted
+    assert _absence_text(f"{fitted}; {absence}") == (
+        "target precision 0.950 on 525 reviewed pairs: ev_absent_above fitted 0.454"
+    )
+    assert _absence_text(off) == "-"
     assert _threshold_text("configured") == "configured"

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select
 from typer.testing import CliRunner
 
 from annotator.cli import app
-from annotator.db.models import Image, ImageStatus
+from annotator.db.models import Image, ImageStatus, Job
 from annotator.db.session import session_scope
 from annotator.errors import InvalidInputError
 from annotator.pipeline.config import MiningConfig
@@ -179,6 +179,23 @@ def test_cli_images_add_mine_and_jobs(
     assert result.exit_code == 1 and "nothing left to run" in result.output
     result = runner.invoke(app, ["mine", "shapes", "--captioner", "none"])
     assert result.exit_code == 1 and "no new images" in result.output
+    # --auto-negative-named reaches the job's routing (off by default, as job 1 shows).
+    out = run(
+        "mine", "shapes", "--images", "all", "--proposer-model", proposer.model or "",
+        "--captioner", "none", "--verifier", "tests.pipeline.fakes:ScriptedVerifier",
+        "--verifier-model", "v1", "--auto-negative-named",
+    )  # fmt: skip
+    assert "job 2 done" in out
+    engine = create_engine(db_url)
+    try:
+        with session_scope(engine) as session:
+            named = {
+                job.id: job.config["routing"]["auto_negative_named"]
+                for job in session.query(Job).order_by(Job.id)
+            }
+    finally:
+        engine.dispose()
+    assert named == {1: False, 2: True}
     result = runner.invoke(
         app, ["mine", "shapes", "--accept-above", "0.1", "--reject-below", "0.5"]
     )

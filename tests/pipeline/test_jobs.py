@@ -168,10 +168,13 @@ def test_routing_through_the_pipeline_records_decisions_and_reasons(
             assert proposal is not None and ann.source == AnnotationSource.AUTO
             assert ann.rle_counts == proposal.rle_counts and ann.area == proposal.area
             assert ann.model_version == proposal.model_version and ann.score == pytest.approx(0.95)
-        # Every mask rejected and EV says absent: a verified negative, without masks.
+        # Every mask rejected and EV says absent, but the alt-text named the blue car: by
+        # default only hard negatives are declared absent without a person.
         blue = pairs["blue car"]
-        assert blue.state == PairState.NEGATIVE and blue.is_exhaustive is True
-        assert "EV absent p=0.990" in (blue.state_reason or "")
+        assert blue.state == PairState.IN_REVIEW
+        assert "EV absent p=0.990 >= ev_accept_above 0.800, but the phrase was named" in (
+            blue.state_reason or ""
+        )
         # Rejected masks but EV not sure the tree is absent: a person looks.
         assert pairs["tree"].state == PairState.IN_REVIEW
         # An uncertain second mask sends the umbrella to review, with no automatic masks.
@@ -195,7 +198,8 @@ def test_a_job_with_auto_accept_off_sends_every_kept_mask_to_a_person(
     fakes.EV_SCRIPT.update({"red car": 0.99, "blue car": 0.99})
     config = make_config(
         scripted=True, captioner=False, hard_negatives=False,
-        routing={"accept_above": 0.8, "reject_below": 0.2, "auto_accept": False},
+        routing={"accept_above": 0.8, "reject_below": 0.2, "auto_accept": False,
+                 "auto_negative_named": True},
     )  # fmt: skip
     _job_id, status = launch_job(engine, "shapes", config)
     assert status == JobStatus.DONE
@@ -206,6 +210,28 @@ def test_a_job_with_auto_accept_off_sends_every_kept_mask_to_a_person(
         assert "MV auto-accept off" in (red.state_reason or "")
         assert pairs["blue car"].state == PairState.NEGATIVE
         assert session.query(Annotation).count() == 0
+
+
+def test_named_pairs_are_declared_absent_only_when_allowed(
+    engine: Engine, image_dir: Path, alt_text_file: Path, make_config: MakeConfig
+) -> None:
+    """``routing.auto_negative_named``: every mask rejected and EV sure the named blue car is
+    absent makes a verified negative, without masks."""
+    add_dataset(engine, "shapes", image_dir, alt_text_file)
+    fakes.MV_SCRIPT.update({"blue car": [0.05]})
+    fakes.EV_SCRIPT.update({"blue car": 0.99})
+    config = make_config(
+        scripted=True, captioner=False, hard_negatives=False,
+        routing={"accept_above": 0.8, "reject_below": 0.2, "auto_negative_named": True},
+    )  # fmt: skip
+    _job_id, status = launch_job(engine, "shapes", config)
+    assert status == JobStatus.DONE
+    with session_scope(engine) as session:
+        pairs = {p.concept.text: p for p in session.scalars(select(Pair))}
+        blue = pairs["blue car"]
+        assert blue.state == PairState.NEGATIVE and blue.is_exhaustive is True
+        assert (blue.state_reason or "").endswith("EV absent p=0.990 >= ev_accept_above 0.800")
+        assert session.query(ReviewTask).filter(ReviewTask.pair_id == blue.id).count() == 0
 
 
 def test_running_every_stage_twice_adds_nothing(

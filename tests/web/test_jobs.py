@@ -40,6 +40,7 @@ def test_launch_watch_and_browse_a_job(
     add_small_dataset(engine, tmp_path / "images")
     h = tokens.headers("engineer")
     body = job_request(tiny_sam3)
+    body["routing"]["auto_negative_named"] = True
     refused = client.post("/api/v1/jobs", json=body, headers=tokens.headers("reviewer"))
     assert refused.status_code == 403
     launched = client.post("/api/v1/jobs", json=body, headers=h)
@@ -47,6 +48,7 @@ def test_launch_watch_and_browse_a_job(
     job = launched.json()
     assert job["kind"] == "mine" and job["dataset"] == "street"
     assert job["config"]["routing"]["accept_above"] == 0.8
+    assert job["config"]["routing"]["auto_negative_named"] is True
     assert job["config"]["proposer"]["model"] == str(tiny_sam3)
     final = wait_for(
         lambda: client.get(f"/api/v1/jobs/{job['id']}/progress", headers=h).json(),

@@ -75,7 +75,9 @@ class BackendIn(BaseModel):
 
 class RoutingIn(BaseModel):
     """Routing on verifier ``p_accept`` (defaults: accept at 0.9 and above, reject at 0.1 and
-    below); ``target_precision`` fits the MV thresholds on reviewed masks instead."""
+    below); ``target_precision`` fits the MV thresholds on reviewed masks, and EV's absence
+    threshold (``ev_absent_above``) on reviewed pairs, instead. ``auto_negative_named``: EV may
+    declare absent a phrase named for the image, not only a hard negative (default false)."""
 
     model_config = ConfigDict(extra="forbid")
     accept_above: Annotated[float | None, Field(ge=0, le=1)] = None
@@ -84,6 +86,8 @@ class RoutingIn(BaseModel):
     ev_reject_below: Annotated[float | None, Field(ge=0, le=1)] = None
     target_precision: Annotated[float | None, Field(gt=0, le=1)] = None
     review_non_exhaustive: bool | None = None
+    ev_absent_above: Annotated[float | None, Field(ge=0, le=1)] = None
+    auto_negative_named: bool | None = None
 
 
 class JobIn(BaseModel):
