@@ -400,8 +400,8 @@ class Sam3Proposer(LazyModelBackend):
         """A proposer with other post-processing settings (``score_threshold``,
         ``mask_threshold``, ``max_instances``, ``score_exponent``, ``nms_iou``,
         ``mask_refine_radius``, ``mask_refine_eps``, ``presence_scale``, ``presence_bias``; as
-        the constructor takes them) that
-        shares this one's loaded model, token rows and kept outputs."""
+        the constructor takes them) that shares this one's loaded model, token rows and kept
+        outputs."""
         unknown = sorted(set(changes) - set(_POST_PROCESSING))
         if unknown:
             raise ValueError(

@@ -33,7 +33,13 @@ from annotator.db.models import Job, JobItemStatus, JobKind, JobStatus
 from annotator.errors import ConflictError, InvalidInputError
 from annotator.pipeline.config import MiningConfig, RoutingConfig
 from annotator.pipeline.stages import STAGES, job_config
-from annotator.routing import fitted_absence, fitted_thresholds
+from annotator.routing import (
+    EvQuestion,
+    Thresholds,
+    ev_question,
+    fitted_absence,
+    fitted_thresholds,
+)
 
 __all__ = [
     "JobProgress",
@@ -90,24 +96,20 @@ def _ev_absence_answers(
     """EV's absent p and what the person found, for every reviewed pair ``ev_version`` was
     asked the absence question (the question its job's routing gave it); hard negatives only
     unless ``named`` (the pairs routing may declare absent)."""
-    from annotator.pipeline.config import RoutingConfig
-    from annotator.routing import EvQuestion, ev_question
-
-    thresholds: dict[int, Any] = {}
+    thresholds: dict[int, Thresholds | None] = {}
     scores: list[float] = []
     absent: list[bool] = []
     for answer in mining.reviewed_ev(session, ev_version):
-        key = answer.job_id
-        routing = answer.job_config.get("routing") or {}
-        if key not in thresholds:
-            try:
-                thresholds[key] = RoutingConfig.model_validate(routing).thresholds()
-            except ValueError:
-                thresholds[key] = None  # a job config from another version: not counted
-        t = thresholds[key]
-        if t is None:
-            continue
         if not (named or answer.hard_negative):
+            continue
+        if answer.job_id not in thresholds:
+            routing = answer.job_config.get("routing") or {}
+            try:
+                thresholds[answer.job_id] = RoutingConfig.model_validate(routing).thresholds()
+            except ValueError:
+                thresholds[answer.job_id] = None  # a config this version cannot read: skipped
+        t = thresholds[answer.job_id]
+        if t is None:
             continue
         shown = [] if answer.best_mv is None else [answer.best_mv]
         if ev_question(shown, t, hard_negative=answer.hard_negative) == EvQuestion.ABSENCE:
@@ -119,10 +121,10 @@ def _ev_absence_answers(
 def fit_absence(session: Session, config: MiningConfig) -> MiningConfig:
     """``routing.ev_absent_above`` for ``routing.target_precision``, fitted on the reviewed
     pairs this EV version asked the absence question, of the kinds routing may declare absent
-    (hard negatives; every pair with ``routing.auto_negative_named``;
-    :func:`annotator.routing.fitted_absence`):
-    with too few of them the configured threshold stays; with enough and none reaching the
-    target, EV auto-negative is off. The note is added to ``routing.threshold_source``."""
+    (hard negatives; every pair with ``routing.auto_negative_named``), by
+    :func:`annotator.routing.fitted_absence`: with too few of them the configured threshold
+    stays; with enough and none reaching the target, EV auto-negative is off. The note is
+    added to ``routing.threshold_source``."""
     routing = config.routing
     target = routing.target_precision
     if target is None:
