@@ -87,13 +87,7 @@ def demo(
     results = run_demo(settings, log=lambda line: console.print(line, highlight=False))
     console.print(_summary(results))
     if len(results) > 1:
-        first, last = results[0], results[-1]
-        console.print(
-            f"flywheel: held-out cgF1 {first.heldout_cgf1['cgF1']:.1f} -> "
-            f"{last.heldout_cgf1['cgF1']:.1f}, share of pairs needing a person "
-            f"{100 * first.human_share:.0f}% -> {100 * last.human_share:.0f}%",
-            highlight=False,
-        )
+        console.print(_flywheel_text(results[0], results[-1]), highlight=False)
     console.print(
         f"report: {out / 'report.html'}; exports: {out / 'demo.coco.json'}, "
         f"{out / 'demo.saco.json'}; database: {out / 'annotator.db'} "
@@ -163,6 +157,22 @@ def _summary(results: list[RoundResult]) -> Table:
     row("MV auto-accept threshold", [_threshold_text(r.threshold_source) for r in results])
     row("EV auto-negative threshold", [_absence_text(r.threshold_source) for r in results])
     return table
+
+
+def _flywheel_text(first: RoundResult, last: RoundResult) -> str:
+    """The flywheel in one line: held-out cgF1, share of pairs needing a person, and the
+    estimated human time per mined image (the share depends on how many hard-negative pairs a
+    proposer brings into its round; the time per image does not)."""
+
+    def per_image(r: RoundResult) -> float:
+        return r.human_s_with / 3600 / max(r.images, 1)
+
+    return (
+        f"flywheel: held-out cgF1 {first.heldout_cgf1['cgF1']:.1f} -> "
+        f"{last.heldout_cgf1['cgF1']:.1f}, share of pairs needing a person "
+        f"{100 * first.human_share:.0f}% -> {100 * last.human_share:.0f}%, est. human time per "
+        f"mined image {per_image(first):.3f} h -> {per_image(last):.3f} h"
+    )
 
 
 def _threshold_text(source: str) -> str:

@@ -208,3 +208,20 @@ def test_the_summary_states_the_threshold_source_in_a_clause() -> None:
     )
     assert _absence_text(off) == "-"
     assert _threshold_text("configured") == "configured"
+
+
+def test_the_flywheel_line_gives_the_human_time_per_mined_image() -> None:
+    from types import SimpleNamespace
+
+    from annotator.cli_demo import _flywheel_text
+
+    first = SimpleNamespace(
+        heldout_cgf1={"cgF1": 36.09}, human_share=1.0, human_s_with=23.95 * 3600, images=112
+    )
+    last = SimpleNamespace(
+        heldout_cgf1={"cgF1": 39.85}, human_share=0.6821, human_s_with=20.79 * 3600, images=128
+    )
+    assert _flywheel_text(first, last) == (
+        "flywheel: held-out cgF1 36.1 -> 39.9, share of pairs needing a person 100% -> 68%, "
+        "est. human time per mined image 0.214 h -> 0.162 h"
+    )
