@@ -270,16 +270,16 @@ def _best_point(
     return best
 
 
-def fit_presence_calibration(
-    logits: np.ndarray, present: np.ndarray, *, iterations: int = 100
-) -> tuple[float, float]:
-    """``(a, b)`` of the logistic fit ``P(present) = sigmoid(a x logit + b)`` (Newton steps) with
-    Platt's targets: ``(n+ + 1) / (n+ + 2)`` for a present pair and ``1 / (n- + 2)`` for an
-    absent one, so a logit that separates the pairs completely (a few calibration images, a
-    well trained head) gets a finite fit that stays short of certainty. ``a`` is never
-    negative: a logit that orders the pairs the wrong way carries no evidence, and the fit is
-    then the base rate (``a`` 0). With pairs of one kind only, nothing can be fitted: the
-    identity ``(1, 0)``."""
+def fit_presence_calibration(logits: np.ndarray, present: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of the logistic fit ``P(present) = sigmoid(a x logit + b)`` with Platt's
+    targets: ``(n+ + 1) / (n+ + 2)`` for a present pair and ``1 / (n- + 2)`` for an absent one
+    (each pair enters as two weighted rows, present and absent), so a logit that separates the
+    pairs completely (a few calibration images, a well trained head) gets a finite fit that
+    stays short of certainty. ``a`` is never negative: a logit that orders the pairs the wrong
+    way carries no evidence, and the fit is then the base rate (``a`` 0). With pairs of one kind
+    only, nothing can be fitted: the identity ``(1, 0)``."""
+    from sklearn.linear_model import LogisticRegression
+
     x = np.asarray(logits, dtype=np.float64).reshape(-1)
     labels = np.asarray(present, dtype=bool).reshape(-1)
     if len(x) != len(labels):
@@ -288,31 +288,17 @@ def fit_presence_calibration(
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         return 1.0, 0.0
-    y = np.where(labels, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    theta = np.array([0.0, math.log((positives + 1) / (negatives + 1))])
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(design @ theta, -30, 30)))
-        gradient = design.T @ (p - y)
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
-        # Halve a step that would not lower the loss (Newton from far out can overshoot).
-        loss = _cross_entropy(design @ theta, y)
-        scale = 1.0
-        while scale > 1e-6 and _cross_entropy(design @ (theta - scale * step), y) > loss + 1e-12:
-            scale /= 2
-        theta = theta - scale * step
-        if np.abs(scale * step).max() < 1e-10:
-            break
-    if theta[0] < 0:
+    target = np.where(labels, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    rows = np.concatenate([x, x])[:, None]
+    outcome = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
+    weight = np.concatenate([target, 1 - target])
+    fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000)
+    fit.fit(rows, outcome, sample_weight=weight)
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if a < 0:
         rate = positives / len(labels)
         return 0.0, math.log(rate / (1 - rate))
-    return float(theta[0]), float(theta[1])
-
-
-def _cross_entropy(z: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary cross-entropy of logits ``z`` against soft targets ``y``."""
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    return a, b
 
 
 def fit_operating_point(
